@@ -1,0 +1,37 @@
+"""cambench: saliency-map interpretability benchmark (see README.md)."""
+
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/saliency.smk"
+include: "rules/metrics.smk"
+include: "rules/plots.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+localrules:
+    all,
+    prepare_data,
+    summarize,
+    plot_summary,
+    plot_curves,
+    plot_saliency_grid,
+    plot_training,
+
+
+rule all:
+    input:
+        f"{RESULTS}/summary.csv",
+        f"{RESULTS}/summary.md",
+        PLOTS,
+    default_target: True

@@ -1,0 +1,52 @@
+# Configuration checks, names and helpers shared by every rule file.
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+from cambench.config import apply_experiment, as_json, check_config, method_params
+
+apply_experiment(config, workflow.config_settings.overwrite_config)
+validate(config, "../workflow/schemas/config.schema.yaml")
+try:
+    check_config(config)
+except ValueError as err:
+    raise ValueError(f"invalid configuration: {err}") from None
+
+EXPERIMENT = config["experiment"]
+RESULTS = f"results/{EXPERIMENT}"
+LOGS = f"logs/{EXPERIMENT}"
+BENCH = f"benchmarks/runs/{EXPERIMENT}"
+MODELS = list(config["models"])
+METHODS = list(config["methods"])
+SHARDS = list(range(config["eval"]["shards"]))
+GPU = 0 if config["device"] == "cpu" else 1
+ENV = "../envs/cambench.yaml"
+# The rules run the package from this checkout, whether or not it is pip-installed.
+CAMBENCH = f"PYTHONPATH={Path(workflow.basedir) / 'workflow'}${{PYTHONPATH:+:$PYTHONPATH}} python -m cambench"
+
+
+wildcard_constraints:
+    model="|".join(map(re.escape, MODELS)),
+    method="|".join(map(re.escape, METHODS)),
+    shard=r"\d+",
+
+
+def model_json(wildcards):
+    return as_json(config["models"][wildcards.model])
+
+
+def method_json(wildcards):
+    return as_json(method_params(config, wildcards.method))
+
+
+def model_layer(wildcards):
+    return config["models"][wildcards.model].get("layer", "")
+
+
+PLOTS = (
+    [f"{RESULTS}/plots/summary_heatmap.png", f"{RESULTS}/plots/training.png"]
+    + expand(f"{RESULTS}/plots/curves_{{model}}.png", model=MODELS)
+    + expand(f"{RESULTS}/plots/saliency_grid_{{model}}.png", model=MODELS)
+)

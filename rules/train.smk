@@ -1,0 +1,26 @@
+rule train:
+    input:
+        train=f"{RESULTS}/data/train.h5",
+        test=f"{RESULTS}/data/test.h5",
+    output:
+        model=f"{RESULTS}/models/{{model}}.pt",
+        history=f"{RESULTS}/models/{{model}}.json",
+    params:
+        model=model_json,
+        data_dir=f"{RESULTS}/data",
+        device=config["device"],
+    log:
+        f"{LOGS}/train/{{model}}.log",
+    benchmark:
+        f"{BENCH}/train/{{model}}.tsv"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=GPU,
+    conda:
+        ENV
+    shell:
+        "{CAMBENCH} train --data-dir {params.data_dir:q} --model {params.model:q} --name {wildcards.model}"
+        " --out-model {output.model:q} --out-history {output.history:q}"
+        " --device {params.device} --threads {threads} > {log:q} 2>&1"

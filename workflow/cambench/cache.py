@@ -1,0 +1,188 @@
+"""The HDF5 saliency cache: one file per model × method × shard (DESIGN.md).
+
+A job writes into a sibling temporary file, batch by batch, and renames it when
+complete. ``n_done`` records how many maps are safely on disk, so a killed job that
+is rerun with the same provenance resumes after the last written batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from cambench import __version__
+from cambench.atomic import temporary_path
+
+REQUIRED_DATASETS = ("saliency", "index", "target", "label")
+REQUIRED_ATTRS = ("method", "params", "layer", "model_sha256", "dataset", "split", "complete")
+# Attributes that must match for a temporary file to be resumed.
+PROVENANCE = ("method", "params", "layer", "model_sha256", "dataset", "split")
+
+
+class CacheError(ValueError):
+    """A saliency file that cannot be used; the message names the file."""
+
+
+def _attr_value(value: Any) -> Any:
+    return value if isinstance(value, (int, float, str, bool, np.bool_)) else json.dumps(value, sort_keys=True)
+
+
+class SaliencyWriter:
+    """Write maps for the images ``index`` (in that order) into ``path``.
+
+    Use as a context manager; call :meth:`write` per batch, in order, for the
+    images from :attr:`n_done` on. On success the file is complete and renamed;
+    on failure the temporary file stays for the next run to resume.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        index: np.ndarray,
+        labels: np.ndarray,
+        size: tuple[int, int],
+        attrs: dict[str, Any],
+    ) -> None:
+        self.path = Path(path)
+        self.tmp = temporary_path(self.path)
+        self.attrs = {k: _attr_value(v) for k, v in attrs.items()}
+        self.attrs.setdefault("cambench_version", __version__)
+        self.index = np.asarray(index, dtype=np.int64)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.size = size
+        self.file: h5py.File | None = None
+        self.n_done = 0
+        self.seconds_before = 0.0
+
+    def __enter__(self) -> SaliencyWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.tmp.exists() and self._resumable():
+            self.file = h5py.File(self.tmp, "a")
+            self.n_done = int(self.file.attrs["n_done"])
+            self.seconds_before = float(self.file.attrs.get("seconds", 0.0))
+            return self
+        self.tmp.unlink(missing_ok=True)
+        n = len(self.index)
+        h, w = self.size
+        f = h5py.File(self.tmp, "w")
+        f.create_dataset(
+            "saliency", shape=(n, h, w), dtype="float16", chunks=(1, h, w), compression="gzip", compression_opts=4
+        )
+        f.create_dataset("index", data=self.index)
+        f.create_dataset("target", shape=(n,), dtype="int64", fillvalue=-1)
+        f.create_dataset("label", data=self.labels)
+        for key, value in self.attrs.items():
+            f.attrs[key] = value
+        f.attrs["complete"] = False
+        f.attrs["n_done"] = 0
+        f.attrs["seconds"] = 0.0
+        f.flush()
+        self.file = f
+        return self
+
+    def _resumable(self) -> bool:
+        try:
+            with h5py.File(self.tmp, "r") as f:
+                same = all(f.attrs.get(k) == self.attrs.get(k) for k in PROVENANCE)
+                return same and np.array_equal(f["index"][()], self.index) and "n_done" in f.attrs
+        except (OSError, KeyError):
+            return False
+
+    def write(self, maps: torch.Tensor, targets: torch.Tensor, seconds: float) -> None:
+        """Append the next batch of maps (B, H, W) in [0, 1] and their targets."""
+        assert self.file is not None, "use SaliencyWriter as a context manager"
+        b = maps.shape[0]
+        end = self.n_done + b
+        if end > len(self.index):
+            raise ValueError(f"{self.path}: writing {end} maps into a file for {len(self.index)} images")
+        self.file["saliency"][self.n_done : end] = maps.detach().cpu().numpy().astype(np.float16)
+        self.file["target"][self.n_done : end] = targets.detach().cpu().numpy().astype(np.int64)
+        self.n_done = end
+        self.seconds_before += seconds
+        self.file.attrs["seconds"] = self.seconds_before
+        self.file.attrs["n_done"] = end
+        self.file.flush()
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        assert self.file is not None
+        if exc_type is None:
+            if self.n_done != len(self.index):
+                self.file.close()
+                raise ValueError(f"{self.path}: only {self.n_done} of {len(self.index)} maps were written")
+            self.file.attrs["complete"] = True
+            self.file.close()
+            os.replace(self.tmp, self.path)
+        else:
+            self.file.close()
+
+
+@dataclass
+class SaliencyCache:
+    """A complete saliency file, loaded."""
+
+    path: Path
+    maps: torch.Tensor  # float32 (N, H, W)
+    index: torch.Tensor  # int64 (N,)
+    target: torch.Tensor  # int64 (N,)
+    label: torch.Tensor  # int64 (N,)
+    attrs: dict[str, Any]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return json.loads(self.attrs["params"])
+
+
+def read_saliency(
+    path: str | os.PathLike, model_sha256: str | None = None, load_maps: bool = True
+) -> SaliencyCache:
+    """Load a saliency file; fail naming the file if it is incomplete, corrupt, or
+    was made from a different checkpoint than ``model_sha256``."""
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise CacheError(f"{path}: saliency file does not exist") from None
+    except OSError as err:
+        raise CacheError(f"{path}: corrupt or not an HDF5 file ({err})") from err
+    with f:
+        missing = [k for k in REQUIRED_DATASETS if k not in f] + [k for k in REQUIRED_ATTRS if k not in f.attrs]
+        if missing:
+            raise CacheError(f"{path}: not a cambench saliency file, missing {missing}")
+        if not bool(f.attrs["complete"]):
+            raise CacheError(f"{path}: incomplete saliency file (the job that wrote it did not finish)")
+        if model_sha256 is not None and f.attrs["model_sha256"] != model_sha256:
+            raise CacheError(
+                f"{path}: made from another checkpoint (model_sha256 {f.attrs['model_sha256'][:12]}… "
+                f"≠ {model_sha256[:12]}…); recompute it"
+            )
+        try:
+            maps = torch.from_numpy(f["saliency"][()].astype(np.float32)) if load_maps else torch.empty(0)
+            index = torch.from_numpy(f["index"][()].astype(np.int64))
+            target = torch.from_numpy(f["target"][()].astype(np.int64))
+            label = torch.from_numpy(f["label"][()].astype(np.int64))
+        except OSError as err:
+            raise CacheError(f"{path}: corrupt saliency data ({err})") from err
+        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    if load_maps and (maps.shape[0] != index.shape[0] or not torch.isfinite(maps).all()):
+        raise CacheError(f"{path}: corrupt saliency data (shape {tuple(maps.shape)} or non-finite values)")
+    return SaliencyCache(path, maps, index, target, label, attrs)
+
+
+def describe(path: str | os.PathLike) -> str:
+    """A human-readable provenance summary (``cambench cache inspect``)."""
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        lines = [f"{path}"]
+        for key in REQUIRED_DATASETS:
+            if key in f:
+                lines.append(f"  {key:<10} {f[key].dtype} {f[key].shape}")
+        for key, value in sorted(f.attrs.items()):
+            lines.append(f"  @{key:<16} {value}")
+    return "\n".join(lines)

@@ -1,0 +1,244 @@
+"""The ``cambench`` command line: every workflow step, runnable by hand.
+
+Each Snakemake rule calls one subcommand; structured parameters arrive as JSON so
+that a rule's ``params:`` are exactly what the step sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {text!r} ({err})") from err
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="disable progress bars")
+
+
+def _runtime(args: argparse.Namespace):
+    from cambench.runtime import pick_device, set_threads
+
+    set_threads(args.threads)
+    return pick_device(args.device)
+
+
+def cmd_prepare_data(args: argparse.Namespace) -> None:
+    from cambench.data import prepare_dataset
+
+    paths = prepare_dataset(args.dataset, args.out_dir)
+    for split, path in paths.items():
+        print(f"{split}: {path}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from cambench.data import read_split
+    from cambench.evaluation import write_json
+    from cambench.models import build_model, save_checkpoint
+    from cambench.runtime import seed_everything
+    from cambench.training import TrainConfig, train_model
+
+    device = _runtime(args)
+    config = dict(args.model)
+    train_config = TrainConfig.from_model_config(config)
+    seed_everything(train_config.seed)
+    train = read_split(Path(args.data_dir) / "train.h5")
+    test = read_split(Path(args.data_dir) / "test.h5")
+    num_classes = len(train.class_names)
+    model = build_model(config, num_classes)
+    start = time.perf_counter()
+    history = train_model(model, train, test, train_config, device, progress=not args.no_progress)
+    seconds = time.perf_counter() - start
+    save_checkpoint(args.out_model, model, config, num_classes, train.class_names)
+    write_json(
+        args.out_history,
+        {
+            "model": args.name,
+            "kind": config.get("kind", "baseline"),
+            "config": config,
+            "epochs": history,
+            "test_acc": history[-1]["test_acc"] if history else float("nan"),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "seconds": seconds,
+            "device": str(device),
+        },
+    )
+    print(f"{args.name}: test accuracy {100 * history[-1]['test_acc']:.2f} % in {seconds:.0f} s")
+
+
+def cmd_saliency(args: argparse.Namespace) -> None:
+    from cambench.evaluation import run_saliency
+
+    device = _runtime(args)
+    run_saliency(
+        args.model,
+        args.data,
+        args.out,
+        method=args.method,
+        params=args.params,
+        layer=args.layer or None,
+        n_images=args.n_images,
+        shards=args.shards,
+        shard=args.shard,
+        batch_size=args.batch_size,
+        target=args.target,
+        device=device,
+        progress=not args.no_progress,
+    )
+
+
+def cmd_metrics(args: argparse.Namespace) -> None:
+    from cambench.evaluation import run_metrics
+
+    device = _runtime(args)
+    labels = {"model": args.model_name} if args.model_name else {}
+    run_metrics(
+        args.model,
+        args.data,
+        args.saliency,
+        args.out_csv,
+        args.out_curves,
+        metrics_config=args.metrics,
+        batch_size=args.batch_size,
+        device=device,
+        labels=labels,
+        progress=not args.no_progress,
+    )
+
+
+def cmd_summarize(args: argparse.Namespace) -> None:
+    from cambench.summary import write_summary
+
+    summary = write_summary(args.csv, args.history, args.out_csv, args.out_md, experiment=args.experiment)
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from cambench import plots
+
+    if args.figure == "heatmap":
+        plots.plot_summary_heatmap(args.inputs[0], args.out)
+    elif args.figure == "training":
+        plots.plot_training(args.inputs, args.out)
+    elif args.figure == "curves":
+        import numpy as np
+
+        groups: dict[str, list[str]] = {}
+        for path in args.inputs:
+            with np.load(path) as npz:
+                groups.setdefault(str(npz["method"]), []).append(path)
+        plots.plot_curves(groups, args.out, title=args.title)
+    elif args.figure == "grid":
+        import h5py
+
+        groups = {}
+        for path in args.inputs:
+            with h5py.File(path, "r") as f:
+                groups.setdefault(str(f.attrs["method"]), []).append(path)
+        plots.plot_saliency_grid(args.data, groups, args.out, n_images=args.n_images, title=args.title)
+
+
+def cmd_cache_inspect(args: argparse.Namespace) -> None:
+    from cambench.cache import describe
+
+    for path in args.files:
+        print(describe(path))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cambench", description=__doc__.splitlines()[0])
+    from cambench import __version__
+
+    parser.add_argument("--version", action="version", version=f"cambench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare-data", help="generate or import a dataset into data/{train,test}.h5")
+    p.add_argument("--dataset", type=_json, required=True, help="the config's dataset mapping, as JSON")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_prepare_data)
+
+    p = sub.add_parser("train", help="train one model; write its checkpoint and history")
+    p.add_argument("--data-dir", required=True, help="directory with train.h5 and test.h5")
+    p.add_argument("--model", type=_json, required=True, help="the model's config entry, as JSON")
+    p.add_argument("--name", required=True)
+    p.add_argument("--out-model", required=True)
+    p.add_argument("--out-history", required=True)
+    _add_runtime(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("saliency", help="compute one shard of saliency maps into HDF5")
+    p.add_argument("--model", required=True, help="checkpoint (.pt)")
+    p.add_argument("--data", required=True, help="test split (.h5)")
+    p.add_argument("--method", required=True)
+    p.add_argument("--params", type=_json, default={}, help="method parameters, as JSON")
+    p.add_argument("--layer", default="", help="dotted target layer path (default: the model's)")
+    p.add_argument("--n-images", type=int, required=True)
+    p.add_argument("--shards", type=int, default=1)
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--target", choices=["label", "predicted"], default="label")
+    p.add_argument("--out", required=True)
+    _add_runtime(p)
+    p.set_defaults(func=cmd_saliency)
+
+    p = sub.add_parser("metrics", help="score one saliency shard; write per-image CSV and curves")
+    p.add_argument("--model", required=True)
+    p.add_argument("--model-name", default="")
+    p.add_argument("--data", required=True)
+    p.add_argument("--saliency", required=True)
+    p.add_argument("--metrics", type=_json, default={}, help="the config's metrics mapping, as JSON")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-curves", required=True)
+    _add_runtime(p)
+    p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("summarize", help="aggregate per-image CSVs into summary.csv and summary.md")
+    p.add_argument("--csv", nargs="+", required=True)
+    p.add_argument("--history", nargs="*", default=[])
+    p.add_argument("--experiment", default="")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(func=cmd_summarize)
+
+    p = sub.add_parser("plot", help="draw one figure")
+    p.add_argument("figure", choices=["heatmap", "curves", "grid", "training"])
+    p.add_argument("inputs", nargs="+", help="summary.csv | curve .npz files | saliency .h5 files | histories")
+    p.add_argument("--data", help="test split, for the saliency grid")
+    p.add_argument("--n-images", type=int, default=6)
+    p.add_argument("--title", default="")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("cache", help="saliency cache tools")
+    cache_sub = p.add_subparsers(dest="cache_command", required=True)
+    q = cache_sub.add_parser("inspect", help="print a saliency file's provenance and shape")
+    q.add_argument("files", nargs="+")
+    q.set_defaults(func=cmd_cache_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"cambench {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Experiment configuration: how experiment files combine with the default, and
+the checks the JSON schema cannot express (method names and their parameters).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+# Mappings an experiment file replaces instead of extending: a smaller experiment
+# must not silently inherit every model and method of the default config.
+REPLACED_KEYS = ("models", "methods")
+
+
+def apply_experiment(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merged ``config`` with :data:`REPLACED_KEYS` taken whole from ``overrides``.
+
+    Snakemake has already deep-merged ``--configfile``/``--config`` values over the
+    Snakefile's ``configfile:``; this undoes the merge for the replaced keys.
+    """
+    for key in REPLACED_KEYS:
+        if key in overrides:
+            config[key] = copy.deepcopy(overrides[key])
+    return config
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Fail, naming the key, on values the schema cannot check."""
+    from cambench.saliency import METHODS
+
+    methods = config.get("methods") or {}
+    for name, params in methods.items():
+        if name not in METHODS:
+            raise ValueError(f"config key 'methods.{name}': unknown saliency method; valid methods: {', '.join(sorted(METHODS))}")
+        try:
+            METHODS[name].resolve_params(params or {})
+        except ValueError as err:
+            raise ValueError(f"config key 'methods.{name}': {err}") from None
+    for name, model in (config.get("models") or {}).items():
+        base = model.get("base")
+        if base is not None and base not in config["models"]:
+            raise ValueError(f"config key 'models.{name}.base': no model named {base!r}")
+
+
+def method_params(config: dict[str, Any], method: str) -> dict[str, Any]:
+    """The full parameters of ``method`` (defaults overlaid with the config's)."""
+    from cambench.saliency import METHODS
+
+    return METHODS[method].resolve_params(config["methods"].get(method) or {})
+
+
+def as_json(value: Any) -> str:
+    """Canonical JSON: equal configs give equal strings, so params trigger reruns exactly."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,120 @@
+"""Shared machinery: leaving the model as found, capturing a layer, normalizing maps."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@contextlib.contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[None]:
+    """Run in eval mode with no parameter requiring grad; restore both afterwards.
+
+    With parameters frozen and images not requiring grad, autograd records nothing
+    until a method marks a tensor (e.g. the target layer's output) as requiring grad,
+    so backward passes cover only the layers after it.
+    """
+    modes = {m: m.training for m in model.modules()}
+    flags = {p: p.requires_grad for p in model.parameters()}
+    model.eval()
+    for p in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def target_scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Logit ``y_c`` of each image's target class, shape (B,)."""
+    return logits.gather(1, targets.view(-1, 1)).squeeze(1)
+
+
+class LayerCapture:
+    """Forward hook on ``layer`` that keeps its output ``A``.
+
+    With ``grad=True`` the output is replaced by a clone of a leaf that requires
+    grad, so ``torch.autograd.grad(score, capture.activation)`` gives ``∂y_c/∂A``
+    and later in-place operations cannot touch the stored activation.
+    """
+
+    def __init__(self, layer: nn.Module, grad: bool) -> None:
+        self.grad = grad
+        self.activation: torch.Tensor | None = None
+        self._handle = layer.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        if not isinstance(output, torch.Tensor) or output.ndim != 4:
+            shape = getattr(output, "shape", type(output).__name__)
+            raise ValueError(f"target layer {type(module).__name__} must output a (B, C, h, w) tensor, got {shape}")
+        if not self.grad:
+            self.activation = output.detach()
+            return None
+        self.activation = output.detach().requires_grad_(True)
+        return self.activation.clone()
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+    def __enter__(self) -> LayerCapture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def activations_and_gradients(
+    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward and a backward from ``y_c`` down to ``layer`` only.
+
+    Returns ``(A, G, logits)`` with ``G = ∂y_c/∂A``; images in a batch are independent
+    because each ``y_c`` depends on its own image only (eval-mode batch norm).
+    """
+    with LayerCapture(layer, grad=True) as capture, torch.enable_grad():
+        logits = model(images)
+        if capture.activation is None:
+            raise ValueError("the target layer was not called during the forward pass")
+        scores = target_scores(logits, targets)
+        (grads,) = torch.autograd.grad(scores.sum(), capture.activation, allow_unused=True)
+    if grads is None:
+        raise ValueError("the logits do not depend on the target layer's output; choose another layer")
+    return capture.activation.detach(), grads, logits.detach()
+
+
+@torch.no_grad()
+def activations(model: nn.Module, images: torch.Tensor, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, logits)`` from one forward pass without autograd."""
+    with LayerCapture(layer, grad=False) as capture:
+        logits = model(images)
+    if capture.activation is None:
+        raise ValueError("the target layer was not called during the forward pass")
+    return capture.activation, logits
+
+
+def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
+    """Per-image ``(S - min) / (max - min)``; a constant map becomes all zeros."""
+    flat = maps.flatten(1)
+    low = flat.min(1, keepdim=True).values
+    span = flat.max(1, keepdim=True).values - low
+    out = torch.where(span > 0, (flat - low) / span.clamp_min(torch.finfo(flat.dtype).tiny), torch.zeros_like(flat))
+    return out.view_as(maps)
+
+
+def finalize_maps(raw: torch.Tensor, size: tuple[int, int], relu: bool = True) -> torch.Tensor:
+    """The DESIGN contract: ``n(up(ReLU(S)))`` as float32 (B, H, W) in [0, 1]."""
+    if raw.ndim != 3:
+        raise ValueError(f"a method must return (B, h, w) maps, got shape {tuple(raw.shape)}")
+    maps = raw.detach().float()
+    if relu:
+        maps = maps.clamp_min(0)
+    if tuple(maps.shape[-2:]) != tuple(size):
+        maps = F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+    return minmax_normalize(maps).clamp_(0.0, 1.0)

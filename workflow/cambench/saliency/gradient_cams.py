@@ -1,0 +1,68 @@
+"""CAM methods weighted by the gradient ``G = ∂y_c/∂A`` (REFERENCES.md, CAM family).
+
+Each needs one forward pass and a backward pass through the layers after the target
+layer only (see :func:`cambench.saliency.core.activations_and_gradients`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cambench.saliency.core import activations, activations_and_gradients
+from cambench.saliency.registry import register
+
+
+def _weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """``S = Σ_k w_k A^k`` for weights (B, K) and activations (B, K, h, w)."""
+    return torch.einsum("bk,bkhw->bhw", weights, acts)
+
+
+@register("gradcam")
+def gradcam(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017): ``α_k = mean_ij G^k_ij``."""
+    acts, grads, _ = activations_and_gradients(model, images, targets, layer)
+    return _weighted_sum(grads.mean((2, 3)), acts)
+
+
+@register("gradcampp")
+def gradcampp(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """Grad-CAM++ (Chattopadhay et al. 2018), with the exponential-output closed form."""
+    acts, grads, _ = activations_and_gradients(model, images, targets, layer)
+    g2 = grads.pow(2)
+    denom = 2 * g2 + acts.sum((2, 3), keepdim=True) * grads.pow(3)
+    alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), 0.0)
+    return _weighted_sum((alpha * grads.clamp_min(0)).sum((2, 3)), acts)
+
+
+@register("xgradcam")
+def xgradcam(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """XGrad-CAM (Fu et al. 2020): ``α_k = Σ G A / (Σ A + ε)``."""
+    acts, grads, _ = activations_and_gradients(model, images, targets, layer)
+    weights = (grads * acts).sum((2, 3)) / (acts.sum((2, 3)) + 1e-7)
+    return _weighted_sum(weights, acts)
+
+
+@register("layercam")
+def layercam(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """Layer-CAM (Jiang et al. 2021): ``S = Σ_k ReLU(G^k) ⊙ A^k``."""
+    acts, grads, _ = activations_and_gradients(model, images, targets, layer)
+    return (grads.clamp_min(0) * acts).sum(1)
+
+
+def _gap_linear_head(model: nn.Module, channels: int) -> nn.Linear:
+    head = getattr(model, "fc", None)
+    if isinstance(head, nn.Linear) and head.in_features == channels:
+        return head
+    raise ValueError(
+        f"'cam' needs a global-average-pooling → Linear head ('fc' with {channels} inputs) "
+        f"after the target layer; {type(model).__name__} has none"
+    )
+
+
+@register("cam")
+def cam(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """CAM (Zhou et al. 2016): ``S = Σ_k w_{c,k} A^k`` with the classifier's weights."""
+    acts, _ = activations(model, images, layer)
+    head = _gap_linear_head(model, acts.shape[1])
+    return _weighted_sum(head.weight[targets], acts)
