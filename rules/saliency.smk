@@ -25,7 +25,7 @@ rule saliency:
         ENV
     shell:
         "{CAMBENCH} saliency --model {input.model:q} --data {input.data:q} --method {wildcards.method}"
-        " --params {params.method:q} --layer {params.layer:q} --n-images {params.n_images}"
+        " --params {params.method:q} --layer={params.layer:q} --n-images {params.n_images}"
         " --shards {params.shards} --shard {wildcards.shard} --batch-size {params.batch_size}"
         " --target {params.target} --device {params.device} --threads {threads}"
         " --out {output:q} > {log:q} 2>&1"

@@ -31,7 +31,11 @@ class CacheError(ValueError):
 
 
 def _attr_value(value: Any) -> Any:
-    return value if isinstance(value, (int, float, str, bool, np.bool_)) else json.dumps(value, sort_keys=True)
+    return (
+        value
+        if isinstance(value, (int, float, str, bool, np.bool_))
+        else json.dumps(value, sort_keys=True)
+    )
 
 
 class SaliencyWriter:
@@ -73,7 +77,12 @@ class SaliencyWriter:
         h, w = self.size
         f = h5py.File(self.tmp, "w")
         f.create_dataset(
-            "saliency", shape=(n, h, w), dtype="float16", chunks=(1, h, w), compression="gzip", compression_opts=4
+            "saliency",
+            shape=(n, h, w),
+            dtype="float16",
+            chunks=(1, h, w),
+            compression="gzip",
+            compression_opts=4,
         )
         f.create_dataset("index", data=self.index)
         f.create_dataset("target", shape=(n,), dtype="int64", fillvalue=-1)
@@ -101,7 +110,9 @@ class SaliencyWriter:
         b = maps.shape[0]
         end = self.n_done + b
         if end > len(self.index):
-            raise ValueError(f"{self.path}: writing {end} maps into a file for {len(self.index)} images")
+            raise ValueError(
+                f"{self.path}: writing {end} maps into a file for {len(self.index)} images"
+            )
         self.file["saliency"][self.n_done : end] = maps.detach().cpu().numpy().astype(np.float16)
         self.file["target"][self.n_done : end] = targets.detach().cpu().numpy().astype(np.int64)
         self.n_done = end
@@ -115,7 +126,9 @@ class SaliencyWriter:
         if exc_type is None:
             if self.n_done != len(self.index):
                 self.file.close()
-                raise ValueError(f"{self.path}: only {self.n_done} of {len(self.index)} maps were written")
+                raise ValueError(
+                    f"{self.path}: only {self.n_done} of {len(self.index)} maps were written"
+                )
             self.file.attrs["complete"] = True
             self.file.close()
             os.replace(self.tmp, self.path)
@@ -152,18 +165,26 @@ def read_saliency(
     except OSError as err:
         raise CacheError(f"{path}: corrupt or not an HDF5 file ({err})") from err
     with f:
-        missing = [k for k in REQUIRED_DATASETS if k not in f] + [k for k in REQUIRED_ATTRS if k not in f.attrs]
+        missing = [k for k in REQUIRED_DATASETS if k not in f] + [
+            k for k in REQUIRED_ATTRS if k not in f.attrs
+        ]
         if missing:
             raise CacheError(f"{path}: not a cambench saliency file, missing {missing}")
         if not bool(f.attrs["complete"]):
-            raise CacheError(f"{path}: incomplete saliency file (the job that wrote it did not finish)")
+            raise CacheError(
+                f"{path}: incomplete saliency file (the job that wrote it did not finish)"
+            )
         if model_sha256 is not None and f.attrs["model_sha256"] != model_sha256:
             raise CacheError(
                 f"{path}: made from another checkpoint (model_sha256 {f.attrs['model_sha256'][:12]}… "
                 f"≠ {model_sha256[:12]}…); recompute it"
             )
         try:
-            maps = torch.from_numpy(f["saliency"][()].astype(np.float32)) if load_maps else torch.empty(0)
+            maps = (
+                torch.from_numpy(f["saliency"][()].astype(np.float32))
+                if load_maps
+                else torch.empty(0)
+            )
             index = torch.from_numpy(f["index"][()].astype(np.int64))
             target = torch.from_numpy(f["target"][()].astype(np.int64))
             label = torch.from_numpy(f["label"][()].astype(np.int64))
@@ -171,7 +192,9 @@ def read_saliency(
             raise CacheError(f"{path}: corrupt saliency data ({err})") from err
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
     if load_maps and (maps.shape[0] != index.shape[0] or not torch.isfinite(maps).all()):
-        raise CacheError(f"{path}: corrupt saliency data (shape {tuple(maps.shape)} or non-finite values)")
+        raise CacheError(
+            f"{path}: corrupt saliency data (shape {tuple(maps.shape)} or non-finite values)"
+        )
     return SaliencyCache(path, maps, index, target, label, attrs)
 
 

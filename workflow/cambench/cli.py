@@ -121,7 +121,9 @@ def cmd_metrics(args: argparse.Namespace) -> None:
 def cmd_summarize(args: argparse.Namespace) -> None:
     from cambench.summary import write_summary
 
-    summary = write_summary(args.csv, args.history, args.out_csv, args.out_md, experiment=args.experiment)
+    summary = write_summary(
+        args.csv, args.history, args.out_csv, args.out_md, experiment=args.experiment
+    )
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
 
 
@@ -147,7 +149,9 @@ def cmd_plot(args: argparse.Namespace) -> None:
         for path in args.inputs:
             with h5py.File(path, "r") as f:
                 groups.setdefault(str(f.attrs["method"]), []).append(path)
-        plots.plot_saliency_grid(args.data, groups, args.out, n_images=args.n_images, title=args.title)
+        plots.plot_saliency_grid(
+            args.data, groups, args.out, n_images=args.n_images, title=args.title
+        )
 
 
 def cmd_cache_inspect(args: argparse.Namespace) -> None:
@@ -164,8 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cambench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("prepare-data", help="generate or import a dataset into data/{train,test}.h5")
-    p.add_argument("--dataset", type=_json, required=True, help="the config's dataset mapping, as JSON")
+    p = sub.add_parser(
+        "prepare-data", help="generate or import a dataset into data/{train,test}.h5"
+    )
+    p.add_argument(
+        "--dataset", type=_json, required=True, help="the config's dataset mapping, as JSON"
+    )
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_prepare_data)
 
@@ -198,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default="")
     p.add_argument("--data", required=True)
     p.add_argument("--saliency", required=True)
-    p.add_argument("--metrics", type=_json, default={}, help="the config's metrics mapping, as JSON")
+    p.add_argument(
+        "--metrics", type=_json, default={}, help="the config's metrics mapping, as JSON"
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-curves", required=True)
@@ -215,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="draw one figure")
     p.add_argument("figure", choices=["heatmap", "curves", "grid", "training"])
-    p.add_argument("inputs", nargs="+", help="summary.csv | curve .npz files | saliency .h5 files | histories")
+    p.add_argument(
+        "inputs", nargs="+", help="summary.csv | curve .npz files | saliency .h5 files | histories"
+    )
     p.add_argument("--data", help="test split, for the saliency grid")
     p.add_argument("--n-images", type=int, default=6)
     p.add_argument("--title", default="")

@@ -32,7 +32,9 @@ def check_config(config: dict[str, Any]) -> None:
     methods = config.get("methods") or {}
     for name, params in methods.items():
         if name not in METHODS:
-            raise ValueError(f"config key 'methods.{name}': unknown saliency method; valid methods: {', '.join(sorted(METHODS))}")
+            raise ValueError(
+                f"config key 'methods.{name}': unknown saliency method; valid methods: {', '.join(sorted(METHODS))}"
+            )
         try:
             METHODS[name].resolve_params(params or {})
         except ValueError as err:

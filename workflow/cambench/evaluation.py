@@ -32,7 +32,9 @@ def shard_indices(n_images: int, n_total: int, shards: int, shard: int) -> np.nd
 
 
 @torch.no_grad()
-def explained_classes(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, target: str) -> torch.Tensor:
+def explained_classes(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, target: str
+) -> torch.Tensor:
     """The class each map explains: the ground truth or the model's prediction."""
     if target == "label":
         return labels
@@ -76,7 +78,9 @@ def run_saliency(
     size = tuple(split.images.shape[-2:])
     with SaliencyWriter(out_path, index, split.labels[index].numpy(), size, attrs) as writer:
         starts = range(writer.n_done, len(index), batch_size)
-        for start in tqdm(starts, desc=f"{method} shard {shard}", unit="batch", disable=not progress):
+        for start in tqdm(
+            starts, desc=f"{method} shard {shard}", unit="batch", disable=not progress
+        ):
             idx = torch.from_numpy(index[start : start + batch_size])
             images = split.float_images(idx).to(device)
             targets = explained_classes(model, images, split.labels[idx].to(device), target)
@@ -107,7 +111,9 @@ def run_metrics(
     split: Split = read_split(data_path)
     ins_curves, del_curves, rows = [], [], []
     steps = int(metrics_config.get("steps", 32))
-    for start in tqdm(range(0, len(cache.index), batch_size), desc="metrics", unit="batch", disable=not progress):
+    for start in tqdm(
+        range(0, len(cache.index), batch_size), desc="metrics", unit="batch", disable=not progress
+    ):
         sl = slice(start, start + batch_size)
         idx = cache.index[sl]
         images = split.float_images(idx).to(device)
@@ -145,7 +151,11 @@ def run_metrics(
         )
         ins_curves.append(curves.insertion.cpu().numpy())
         del_curves.append(curves.deletion.cpu().numpy())
-    frame = pd.DataFrame({k: np.concatenate([r[k] for r in rows]) for k in rows[0]}) if rows else pd.DataFrame()
+    frame = (
+        pd.DataFrame({k: np.concatenate([r[k] for r in rows]) for k in rows[0]})
+        if rows
+        else pd.DataFrame()
+    )
     seconds = float(cache.attrs.get("seconds", float("nan")))
     frame.insert(0, "method", cache.attrs["method"])
     for key, value in reversed(list((labels or {}).items())):

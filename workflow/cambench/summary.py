@@ -32,7 +32,7 @@ def summarize_metrics(per_image: pd.DataFrame) -> pd.DataFrame:
     summary = grouped[list(METRIC_COLUMNS)].mean()
     summary.insert(0, "n_images", grouped.size())
     if "seconds" in per_image.columns:
-        summary["seconds_per_image"] = grouped["seconds"].mean()
+        summary["ms_per_image"] = 1000 * grouped["seconds"].mean()
     return summary.reset_index()
 
 
@@ -64,7 +64,9 @@ def _markdown(frame: pd.DataFrame, digits: int = 1) -> str:
         return str(value)
 
     header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "|" + "|".join("---" if frame[c].dtype == object else "---:" for c in frame.columns) + "|"
+    rule = (
+        "|" + "|".join("---" if frame[c].dtype == object else "---:" for c in frame.columns) + "|"
+    )
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body])
 

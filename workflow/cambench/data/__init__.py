@@ -29,7 +29,9 @@ def prepare_dataset(dataset_config: dict[str, Any], out_dir: str | os.PathLike) 
         ("train", int(dataset_config.get("train_size", 8000)), 2 * seed),
         ("test", int(dataset_config.get("test_size", 1000)), 2 * seed + 1),
     ):
-        images, labels, masks = generate_shapes(n, image_size=size, num_classes=num_classes, seed=split_seed)
+        images, labels, masks = generate_shapes(
+            n, image_size=size, num_classes=num_classes, seed=split_seed
+        )
         attrs = {"dataset": "shapes", "split": split_name, "seed": seed, "image_size": size}
         split = Split(images, labels, masks, list(CLASS_NAMES[:num_classes]), attrs)
         path = Path(out_dir) / f"{split_name}.h5"

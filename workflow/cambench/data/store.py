@@ -43,14 +43,30 @@ def write_split(path: str | os.PathLike, split: Split) -> None:
     """Write ``split`` atomically to ``path``."""
     n = len(split)
     if split.images.dtype != torch.uint8 or split.images.ndim != 4 or split.images.shape[1] != 3:
-        raise ValueError(f"images must be uint8 (N, 3, H, W), got {split.images.dtype} {tuple(split.images.shape)}")
+        raise ValueError(
+            f"images must be uint8 (N, 3, H, W), got {split.images.dtype} {tuple(split.images.shape)}"
+        )
     if split.masks.shape != (n, *split.images.shape[2:]):
-        raise ValueError(f"masks must be (N, H, W) = {(n, *split.images.shape[2:])}, got {tuple(split.masks.shape)}")
+        raise ValueError(
+            f"masks must be (N, H, W) = {(n, *split.images.shape[2:])}, got {tuple(split.masks.shape)}"
+        )
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
         h, w = split.images.shape[2:]
-        f.create_dataset("images", data=split.images.numpy(), chunks=(min(n, 64), 3, h, w), compression="gzip", compression_opts=1)
+        f.create_dataset(
+            "images",
+            data=split.images.numpy(),
+            chunks=(min(n, 64), 3, h, w),
+            compression="gzip",
+            compression_opts=1,
+        )
         f.create_dataset("labels", data=split.labels.numpy().astype(np.int64))
-        f.create_dataset("masks", data=split.masks.numpy().astype(bool), chunks=(min(n, 64), h, w), compression="gzip", compression_opts=1)
+        f.create_dataset(
+            "masks",
+            data=split.masks.numpy().astype(bool),
+            chunks=(min(n, 64), h, w),
+            compression="gzip",
+            compression_opts=1,
+        )
         f.attrs["class_names"] = json.dumps(list(split.class_names))
         for key, value in split.attrs.items():
             f.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)

@@ -61,7 +61,7 @@ class SmallResNet(nn.Module):
         )
         channels = [width, 2 * width, 4 * width, 8 * width]
         in_channels = width
-        for i, (n_blocks, out_channels) in enumerate(zip(blocks, channels)):
+        for i, (n_blocks, out_channels) in enumerate(zip(blocks, channels, strict=True)):
             stride = 1 if i == 0 else 2
             stage = [BasicBlock(in_channels, out_channels, stride)]
             stage += [BasicBlock(out_channels, out_channels, 1) for _ in range(n_blocks - 1)]

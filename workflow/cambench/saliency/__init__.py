@@ -41,12 +41,16 @@ def explain(
     spec = get_method(method)
     params = spec.resolve_params(params)
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be a (B, 3, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+        raise ValueError(
+            f"images must be a (B, 3, H, W) tensor, got {getattr(images, 'shape', type(images))}"
+        )
     if not images.is_floating_point():
         raise ValueError(f"images must be float in [0, 1], got dtype {images.dtype}")
     targets = torch.as_tensor(targets, device=images.device)
     if targets.shape != (images.shape[0],) or targets.dtype != torch.int64:
-        raise ValueError(f"targets must be int64 of shape ({images.shape[0]},), got {targets.dtype} {tuple(targets.shape)}")
+        raise ValueError(
+            f"targets must be int64 of shape ({images.shape[0]},), got {targets.dtype} {tuple(targets.shape)}"
+        )
     target_layer = resolve_layer(model, layer)[1] if spec.uses_layer else None
     with frozen_eval(model):
         raw = spec(model, images.detach(), targets, target_layer, **params)

@@ -18,7 +18,9 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
 
 
 @register("fakecam", uses_layer=False, relu=False)
-def fakecam(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: None) -> torch.Tensor:
+def fakecam(
+    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: None
+) -> torch.Tensor:
     """Fake-CAM (Opti-CAM paper): all ones but the top-left pixel, which is 0."""
     b, _, h, w = images.shape
     maps = torch.ones(b, h, w, device=images.device)
@@ -27,7 +29,9 @@ def fakecam(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer
 
 
 @register("random", defaults={"seed": 0}, uses_layer=False, relu=False)
-def random(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: None, seed: int) -> torch.Tensor:
+def random(
+    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: None, seed: int
+) -> torch.Tensor:
     """Uniform noise, a pure function of ``seed`` and the image's content.
 
     Counter-based (integer hashing, no generator state): an image gets the same map
@@ -37,7 +41,9 @@ def random(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer:
     pixels = (images.detach() * 255).round().to(torch.int64).flatten(1)
     position = torch.arange(pixels.shape[1], device=images.device)
     key = _hash32((pixels + 256 * position) & _MASK32).sum(1) & _MASK32
-    key = _hash32((key + _hash32(torch.tensor(int(seed) & _MASK32, device=images.device))) & _MASK32)
+    key = _hash32(
+        (key + _hash32(torch.tensor(int(seed) & _MASK32, device=images.device))) & _MASK32
+    )
     counter = torch.arange(h * w, device=images.device) * 0x9E3779B1
     noise = _hash32((key.view(-1, 1) + counter) & _MASK32)
     return (noise.double() / 2**32).float().view(b, h, w)

@@ -53,7 +53,9 @@ class LayerCapture:
     def _hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
         if not isinstance(output, torch.Tensor) or output.ndim != 4:
             shape = getattr(output, "shape", type(output).__name__)
-            raise ValueError(f"target layer {type(module).__name__} must output a (B, C, h, w) tensor, got {shape}")
+            raise ValueError(
+                f"target layer {type(module).__name__} must output a (B, C, h, w) tensor, got {shape}"
+            )
         if not self.grad:
             self.activation = output.detach()
             return None
@@ -85,12 +87,16 @@ def activations_and_gradients(
         scores = target_scores(logits, targets)
         (grads,) = torch.autograd.grad(scores.sum(), capture.activation, allow_unused=True)
     if grads is None:
-        raise ValueError("the logits do not depend on the target layer's output; choose another layer")
+        raise ValueError(
+            "the logits do not depend on the target layer's output; choose another layer"
+        )
     return capture.activation.detach(), grads, logits.detach()
 
 
 @torch.no_grad()
-def activations(model: nn.Module, images: torch.Tensor, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def activations(
+    model: nn.Module, images: torch.Tensor, layer: nn.Module
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(A, logits)`` from one forward pass without autograd."""
     with LayerCapture(layer, grad=False) as capture:
         logits = model(images)
@@ -104,7 +110,11 @@ def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
     flat = maps.flatten(1)
     low = flat.min(1, keepdim=True).values
     span = flat.max(1, keepdim=True).values - low
-    out = torch.where(span > 0, (flat - low) / span.clamp_min(torch.finfo(flat.dtype).tiny), torch.zeros_like(flat))
+    out = torch.where(
+        span > 0,
+        (flat - low) / span.clamp_min(torch.finfo(flat.dtype).tiny),
+        torch.zeros_like(flat),
+    )
     return out.view_as(maps)
 
 
@@ -116,5 +126,7 @@ def finalize_maps(raw: torch.Tensor, size: tuple[int, int], relu: bool = True) -
     if relu:
         maps = maps.clamp_min(0)
     if tuple(maps.shape[-2:]) != tuple(size):
-        maps = F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+        maps = F.interpolate(
+            maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False
+        ).squeeze(1)
     return minmax_normalize(maps).clamp_(0.0, 1.0)

@@ -19,24 +19,37 @@ def _weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
 
 
 @register("gradcam")
-def gradcam(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+def gradcam(
+    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module
+) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al. 2017): ``α_k = mean_ij G^k_ij``."""
     acts, grads, _ = activations_and_gradients(model, images, targets, layer)
     return _weighted_sum(grads.mean((2, 3)), acts)
 
 
-@register("gradcampp")
-def gradcampp(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module) -> torch.Tensor:
-    """Grad-CAM++ (Chattopadhay et al. 2018), with the exponential-output closed form."""
+@register("gradcampp", defaults={"eps": 1e-6})
+def gradcampp(
+    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module, eps: float
+) -> torch.Tensor:
+    """Grad-CAM++ (Chattopadhay et al. 2018), with the exponential-output closed form.
+
+    ``a = G² / (2 G² + Σ_ab A_ab G³ + eps)``, zero where ``G = 0``. ``eps = 1e-6`` is
+    pytorch-grad-cam's, which the thesis used for its baselines; with gradients of
+    order 1e-3 it is not negligible. ``eps = 0`` gives the plain formula (0 where the
+    denominator is 0).
+    """
     acts, grads, _ = activations_and_gradients(model, images, targets, layer)
     g2 = grads.pow(2)
-    denom = 2 * g2 + acts.sum((2, 3), keepdim=True) * grads.pow(3)
-    alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), 0.0)
+    denom = 2 * g2 + acts.sum((2, 3), keepdim=True) * grads.pow(3) + eps
+    valid = (grads != 0) & (denom != 0)
+    alpha = torch.where(valid, g2 / torch.where(valid, denom, torch.ones_like(denom)), 0.0)
     return _weighted_sum((alpha * grads.clamp_min(0)).sum((2, 3)), acts)
 
 
 @register("xgradcam")
-def xgradcam(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+def xgradcam(
+    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module
+) -> torch.Tensor:
     """XGrad-CAM (Fu et al. 2020): ``α_k = Σ G A / (Σ A + ε)``."""
     acts, grads, _ = activations_and_gradients(model, images, targets, layer)
     weights = (grads * acts).sum((2, 3)) / (acts.sum((2, 3)) + 1e-7)
@@ -44,7 +57,9 @@ def xgradcam(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, laye
 
 
 @register("layercam")
-def layercam(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+def layercam(
+    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module
+) -> torch.Tensor:
     """Layer-CAM (Jiang et al. 2021): ``S = Σ_k ReLU(G^k) ⊙ A^k``."""
     acts, grads, _ = activations_and_gradients(model, images, targets, layer)
     return (grads.clamp_min(0) * acts).sum(1)
@@ -61,7 +76,9 @@ def _gap_linear_head(model: nn.Module, channels: int) -> nn.Linear:
 
 
 @register("cam")
-def cam(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+def cam(
+    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module
+) -> torch.Tensor:
     """CAM (Zhou et al. 2016): ``S = Σ_k w_{c,k} A^k`` with the classifier's weights."""
     acts, _ = activations(model, images, layer)
     head = _gap_linear_head(model, acts.shape[1])

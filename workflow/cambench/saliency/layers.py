@@ -32,7 +32,9 @@ def default_layer_name(model: nn.Module) -> str:
         return known
     candidates = [n for n, child in model.named_children() if _contains_conv(child)]
     if not candidates:
-        raise ValueError(f"{type(model).__name__} has no convolutional layer; pass layer= explicitly")
+        raise ValueError(
+            f"{type(model).__name__} has no convolutional layer; pass layer= explicitly"
+        )
     return candidates[-1]
 
 

@@ -34,11 +34,18 @@ class Method:
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
             valid = ", ".join(sorted(self.defaults)) or "none"
-            raise ValueError(f"method {self.name!r} has no parameter {unknown}; valid parameters: {valid}")
+            raise ValueError(
+                f"method {self.name!r} has no parameter {unknown}; valid parameters: {valid}"
+            )
         return {**self.defaults, **params}
 
     def __call__(
-        self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module | None, **params: Any
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        layer: nn.Module | None,
+        **params: Any,
     ) -> torch.Tensor:
         return self.fn(model, images, targets, layer, **params)
 
@@ -66,4 +73,6 @@ def get_method(name: str) -> Method:
     try:
         return METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown saliency method {name!r}; valid methods: {', '.join(sorted(METHODS))}") from None
+        raise ValueError(
+            f"unknown saliency method {name!r}; valid methods: {', '.join(sorted(METHODS))}"
+        ) from None

@@ -70,7 +70,9 @@ def train_model(
         nesterov=config.momentum > 0,
     )
     steps_per_epoch = -(-len(train) // config.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, config.epochs * steps_per_epoch
+    )
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
     for epoch in range(1, config.epochs + 1):
@@ -98,9 +100,9 @@ def train_model(
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total_loss += float(loss) * len(idx)
+            total_loss += loss.item() * len(idx)
             correct += int((logits.argmax(1) == labels).sum())
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}")
         seconds = time.perf_counter() - start
         entry = {
             "epoch": epoch,

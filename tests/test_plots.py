@@ -1,0 +1,320 @@
+"""Tests of cambench.plots: every figure from small fake inputs, and the input checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+
+import cambench
+from cambench.plots import (
+    METHOD_COLORS,
+    method_color,
+    plot_curves,
+    plot_saliency_grid,
+    plot_summary_heatmap,
+    plot_training,
+)
+from cambench.plots.summary_heatmap import SUMMARY_COLUMNS, goodness
+
+METHODS = ["gradcam", "scorecam", "random", "some_new_method"]
+N, H, W, STEPS = 10, 16, 16, 8
+
+
+def run_python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter that finds the same cambench as this one."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(cambench.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    return result.stdout.strip()
+
+
+def check_png(path: Path, min_side: int = 150) -> np.ndarray:
+    """The PNG exists, reads back as an RGB(A) image of plausible size, no temp file left."""
+    assert path.is_file()
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = mpimg.imread(path)
+    assert image.ndim == 3 and image.shape[2] in (3, 4)
+    assert min(image.shape[:2]) >= min_side
+    assert max(image.shape[:2]) < 6000
+    assert image[..., :3].std() > 0.01  # not blank
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
+    return image
+
+
+# --- fake inputs ------------------------------------------------------------------------
+
+
+def write_summary(path: Path, drop: str | None = None) -> Path:
+    rng = np.random.default_rng(0)
+    rows = []
+    for model in ("baseline", "castream"):
+        for method in METHODS:
+            row = {"model": model, "method": method, "n_images": N}
+            row.update({c: float(rng.uniform(0, 100)) for c in SUMMARY_COLUMNS[3:]})
+            rows.append(row)
+    rows[-1]["pointing_game"] = np.nan  # a missing value is drawn, not an error
+    df = pd.DataFrame(rows)
+    if drop:
+        df = df.drop(columns=[drop])
+    df.to_csv(path, index=False)
+    return path
+
+
+def write_curves(path: Path, start: int, n: int, steps: int = STEPS) -> Path:
+    rng = np.random.default_rng(start)
+    x = np.linspace(0, 1, steps + 1)
+    np.savez(
+        path,
+        insertion=np.clip(1 - np.exp(-5 * x) + rng.normal(0, 0.05, (n, steps + 1)), 0, 1),
+        deletion=np.clip(np.exp(-5 * x) + rng.normal(0, 0.05, (n, steps + 1)), 0, 1),
+        index=np.arange(start, start + n, dtype=np.int64),
+    )
+    return path
+
+
+def write_test_split(path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:H, :W]
+    masks = np.stack([(yy - 8) ** 2 + (xx - 4 - i % 8) ** 2 < 16 for i in range(N)])
+    images = (rng.random((N, 3, H, W)) * 120).astype(np.uint8)
+    images[:, 0][masks] = 240
+    with h5py.File(path, "w") as f:
+        f["images"] = images
+        f["labels"] = np.arange(N, dtype=np.int64) % 3
+        f["masks"] = masks
+        f.attrs["class_names"] = json.dumps(["circle", "square", "triangle"])
+    return path
+
+
+def write_saliency(path: Path, method: str, index: np.ndarray, **attrs) -> Path:
+    rng = np.random.default_rng(len(method))
+    with h5py.File(path, "w") as f:
+        f["saliency"] = rng.random((len(index), H, W)).astype(np.float16)
+        f["index"] = np.asarray(index, dtype=np.int64)
+        f["target"] = np.asarray(index, dtype=np.int64) % 3
+        f["label"] = np.asarray(index, dtype=np.int64) % 3
+        f.attrs["method"] = method
+        for key, value in attrs.items():
+            f.attrs[key] = value
+    return path
+
+
+def write_history(path: Path, model: str, extra: bool = False, epochs: int = 5) -> Path:
+    history = {"model": model, "kind": "baseline", "epochs": [], "test_acc": 0.8, "seconds": 12.0}
+    for e in range(1, epochs + 1):
+        epoch = {
+            "epoch": e,
+            "train_loss": 1.0 / e,
+            "train_acc": 1 - 0.5 / e,
+            "test_acc": 0.9 - 0.5 / e,
+            "lr": 0.1,
+            "seconds": 2.0,
+            "note": "ignored",  # non-numeric unknown keys are ignored
+        }
+        if extra:
+            epoch.update(train_ce=0.8 / e, train_reg=0.1 / e, grad_cosine=0.5 + 0.05 * e)
+        history["epochs"].append(epoch)
+    path.write_text(json.dumps(history))
+    return path
+
+
+# --- summary heatmap --------------------------------------------------------------------
+
+
+def test_summary_heatmap(tmp_path):
+    csv = write_summary(tmp_path / "summary.csv")
+    out = tmp_path / "plots" / "summary_heatmap.png"  # parent created on demand
+    plot_summary_heatmap(csv, out)
+    check_png(out)
+
+
+def test_summary_heatmap_missing_column_names_column_and_file(tmp_path):
+    csv = write_summary(tmp_path / "summary.csv", drop="deletion")
+    out = tmp_path / "heatmap.png"
+    with pytest.raises(ValueError, match="deletion") as err:
+        plot_summary_heatmap(csv, out)
+    assert str(csv) in str(err.value)
+    assert not out.exists()
+    assert list(tmp_path.glob("*.tmp")) == []
+
+
+def test_summary_heatmap_rejects_non_numeric_and_duplicates(tmp_path):
+    csv = write_summary(tmp_path / "summary.csv")
+    df = pd.read_csv(csv)
+    df["AD"] = df["AD"].astype(object)
+    df.loc[0, "AD"] = "oops"
+    df.to_csv(csv, index=False)
+    with pytest.raises(ValueError, match="'AD'"):
+        plot_summary_heatmap(csv, tmp_path / "a.png")
+    df = pd.read_csv(write_summary(csv))
+    pd.concat([df, df.iloc[:1]]).to_csv(csv, index=False)
+    with pytest.raises(ValueError, match="duplicate"):
+        plot_summary_heatmap(csv, tmp_path / "a.png")
+    with pytest.raises(ValueError, match="not found"):
+        plot_summary_heatmap(tmp_path / "nope.csv", tmp_path / "a.png")
+
+
+def test_goodness_respects_direction():
+    values = np.array([10.0, 30.0, np.nan, 20.0])
+    np.testing.assert_allclose(goodness(values, True), [0.0, 1.0, np.nan, 0.5])
+    np.testing.assert_allclose(goodness(values, False), [1.0, 0.0, np.nan, 0.5])
+    np.testing.assert_allclose(goodness(np.array([5.0, 5.0]), True), [0.5, 0.5])
+
+
+# --- curves -----------------------------------------------------------------------------
+
+
+def test_curves(tmp_path):
+    files = {
+        m: [
+            write_curves(tmp_path / f"{m}-0.npz", 0, 6),
+            write_curves(tmp_path / f"{m}-1.npz", 6, 4),
+        ]
+        for m in METHODS
+    }
+    out = tmp_path / "out" / "curves.png"
+    plot_curves(files, out, title="baseline")
+    check_png(out)
+
+
+def test_curves_bad_input(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, insertion=np.zeros((2, 5)), index=np.arange(2))
+    with pytest.raises(ValueError, match="deletion") as err:
+        plot_curves({"gradcam": [bad]}, tmp_path / "c.png")
+    assert str(bad) in str(err.value)
+    good = write_curves(tmp_path / "a.npz", 0, 3, steps=8)
+    other = write_curves(tmp_path / "b.npz", 3, 3, steps=4)
+    with pytest.raises(ValueError, match="steps"):
+        plot_curves({"gradcam": [good, other]}, tmp_path / "c.png")
+    with pytest.raises(ValueError, match="gradcam"):
+        plot_curves({"gradcam": []}, tmp_path / "c.png")
+    assert not (tmp_path / "c.png").exists()
+
+
+# --- saliency grid ----------------------------------------------------------------------
+
+
+def test_saliency_grid(tmp_path):
+    test_h5 = write_test_split(tmp_path / "test.h5")
+    files = {
+        m: [
+            write_saliency(tmp_path / f"{m}-0.h5", m, np.arange(0, 5), complete=True),
+            write_saliency(tmp_path / f"{m}-1.h5", m, np.arange(5, N)),
+        ]
+        for m in METHODS
+    }
+    # one method misses image 0: rows are the images common to all methods
+    files["scorecam"] = [write_saliency(tmp_path / "scorecam-0.h5", "scorecam", np.arange(1, N))]
+    out = tmp_path / "grid" / "saliency_grid.png"
+    plot_saliency_grid(test_h5, files, out, n_images=4, title="baseline")
+    image = check_png(out)
+    assert image.shape[1] > image.shape[0]  # 5 columns, 4 rows
+
+
+def test_saliency_grid_bad_input(tmp_path):
+    test_h5 = write_test_split(tmp_path / "test.h5")
+    incomplete = write_saliency(tmp_path / "inc.h5", "gradcam", np.arange(3), complete=False)
+    with pytest.raises(ValueError, match="incomplete") as err:
+        plot_saliency_grid(test_h5, {"gradcam": [incomplete]}, tmp_path / "g.png")
+    assert str(incomplete) in str(err.value)
+    wrong = write_saliency(tmp_path / "wrong.h5", "scorecam", np.arange(3))
+    with pytest.raises(ValueError, match="scorecam"):
+        plot_saliency_grid(test_h5, {"gradcam": [wrong]}, tmp_path / "g.png")
+    a = write_saliency(tmp_path / "a.h5", "gradcam", np.arange(0, 3))
+    b = write_saliency(tmp_path / "b.h5", "random", np.arange(3, 6))
+    with pytest.raises(ValueError, match="no image is present for every method"):
+        plot_saliency_grid(test_h5, {"gradcam": [a], "random": [b]}, tmp_path / "g.png")
+    outside = write_saliency(tmp_path / "out.h5", "gradcam", np.array([N + 3]))
+    with pytest.raises(ValueError, match="outside the split") as err:
+        plot_saliency_grid(test_h5, {"gradcam": [outside]}, tmp_path / "g.png")
+    assert str(test_h5) in str(err.value)
+    with h5py.File(tmp_path / "nomasks.h5", "w") as f:
+        f["images"] = np.zeros((N, 3, H, W), np.uint8)
+    with pytest.raises(ValueError, match="masks"):
+        plot_saliency_grid(tmp_path / "nomasks.h5", {"gradcam": [a]}, tmp_path / "g.png")
+    assert not (tmp_path / "g.png").exists()
+
+
+# --- training ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra", [False, True])
+def test_training(tmp_path, extra):
+    files = [
+        write_history(tmp_path / "baseline.json", "baseline"),
+        write_history(tmp_path / "gradalign.json", "gradalign", extra=extra, epochs=7),
+    ]
+    out = tmp_path / "plots" / "training.png"
+    plot_training(files, out)
+    image = check_png(out)
+    if extra:  # the extra keys get panels of their own: a taller figure
+        plain = tmp_path / "plain.png"
+        plot_training(files[:1], plain)
+        assert image.shape[0] > mpimg.imread(plain).shape[0] * 1.4
+
+
+def test_training_bad_input(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"model": "m", "epochs": [{"epoch": 1, "train_loss": 1.0}]}))
+    with pytest.raises(ValueError, match="train_acc") as err:
+        plot_training([bad], tmp_path / "t.png")
+    assert str(bad) in str(err.value)
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json"):
+        plot_training([bad], tmp_path / "t.png")
+    bad.write_text(json.dumps({"model": "m", "epochs": []}))
+    with pytest.raises(ValueError, match="epochs"):
+        plot_training([bad], tmp_path / "t.png")
+    with pytest.raises(ValueError):
+        plot_training([], tmp_path / "t.png")
+
+
+# --- palette and isolation --------------------------------------------------------------
+
+KNOWN = [
+    "cam",
+    "gradcam",
+    "gradcampp",
+    "xgradcam",
+    "layercam",
+    "scorecam",
+    "ablationcam",
+    "opticam",
+    "fakecam",
+    "random",
+    "gradient",
+    "guided_backprop",
+    "castream_attention",
+]
+
+
+def test_palette_deterministic_and_distinct():
+    colours = [method_color(m) for m in KNOWN]
+    assert len(set(colours)) == len(KNOWN)
+    assert set(KNOWN) <= set(METHOD_COLORS)
+    assert method_color("unknown_x") == method_color("unknown_x")
+    assert method_color("unknown_x") not in colours
+    # deterministic across interpreters (no salted hash)
+    code = "from cambench.plots import method_color; print(method_color('unknown_x'))"
+    assert run_python(code) == method_color("unknown_x")
+
+
+def test_plots_do_not_import_torch():
+    code = "import sys, cambench.plots; print('torch' in sys.modules)"
+    assert run_python(code) == "False"

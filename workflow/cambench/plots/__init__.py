@@ -1,0 +1,18 @@
+"""Figures of a cambench run: summary heatmap, insertion/deletion curves, saliency grid,
+training curves. Pure numpy/pandas/h5py/matplotlib (Agg); never imports torch."""
+
+from cambench.plots.curves import plot_curves
+from cambench.plots.saliency_grid import plot_saliency_grid
+from cambench.plots.style import METHOD_COLORS, method_color
+from cambench.plots.summary_heatmap import plot_summary_heatmap, read_summary
+from cambench.plots.training import plot_training
+
+__all__ = [
+    "METHOD_COLORS",
+    "method_color",
+    "plot_curves",
+    "plot_saliency_grid",
+    "plot_summary_heatmap",
+    "plot_training",
+    "read_summary",
+]
