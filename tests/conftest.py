@@ -41,3 +41,51 @@ def images() -> torch.Tensor:
 @pytest.fixture
 def targets() -> torch.Tensor:
     return torch.tensor([0, 3, 5, 7, 9, 1])
+
+
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "workflow", "profiles", "envs")
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A copy of the workflow (no results) for tests that run Snakemake."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    shutil.copy2(REPO / "tests" / "config.tiny.yaml", dest / "tiny.yaml")
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True):
+    """Run Snakemake in ``workdir``; return the completed process (stdout+stderr)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count}."""
+    jobs: dict[str, int] = {}
+    lines = output.splitlines()
+    if "Job stats:" not in lines:
+        return jobs
+    for line in lines[lines.index("Job stats:") + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit() or parts[0] == "total":
+            break
+        jobs[parts[0]] = int(parts[1])
+    return jobs

@@ -132,12 +132,12 @@ def test_mask_edges_are_image_edges(sample):
     images, _, masks = sample
     x = images.float() / 255
     score = _edge_score(x, masks)
-    assert (score > 2.5).all(), score.min()
+    assert (score > 3.0).all(), score.min()
     for shift in (1, 2):
         for dims in (1, 2):
             for sign in (1, -1):
                 moved = _edge_score(x, masks.roll(sign * shift, dims=dims))
-                assert (score > moved).float().mean() > 0.95
+                assert (score > moved).float().mean() >= 0.98
 
 
 # analytic areas in units of the bounding radius squared (see the shape definitions)

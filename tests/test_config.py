@@ -1,0 +1,80 @@
+"""Configuration: schema validation before any job runs, and experiment files."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from cambench.config import apply_experiment, check_config
+from conftest import copy_workflow, planned_jobs, snakemake
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return copy_workflow(tmp_path_factory.mktemp("config"))
+
+
+def _write(workdir, name, **changes):
+    config = yaml.safe_load((workdir / "tiny.yaml").read_text())
+    for dotted, value in changes.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    (workdir / name).write_text(yaml.safe_dump(config))
+    return name
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("eval.n_imagez", 3, "n_imagez"),
+        ("dataset.image_size", "big", "big"),
+        ("methods.gradcm", {}, "methods.gradcm"),
+        ("methods.random", {"sead": 1}, "methods.random"),
+        ("models.baseline.epochz", 1, "epochz"),
+    ],
+)
+def test_bad_config_fails_before_any_job_naming_the_key(workdir, key, value, message):
+    name = _write(workdir, "bad.yaml", **{key: value})
+    proc = snakemake(workdir, "-n", "--configfile", name, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (workdir / "results").exists()
+
+
+def test_experiment_file_replaces_models_and_methods(workdir):
+    proc = snakemake(workdir, "-n", "--configfile", "tiny.yaml")
+    jobs = planned_jobs(proc.stdout)
+    # tiny: one model, three methods, two shards (the default has seven methods).
+    assert jobs["train"] == 1
+    assert jobs["saliency"] == 3 * 2 and jobs["metrics"] == 3 * 2
+    assert "results/tiny/saliency/baseline/gradcampp" not in proc.stdout
+
+
+def test_default_config_plans_every_method(workdir):
+    default = yaml.safe_load((workdir / "config.yaml").read_text())
+    jobs = planned_jobs(snakemake(workdir, "-n").stdout)
+    n = len(default["models"]) * len(default["methods"]) * default["eval"]["shards"]
+    assert jobs["saliency"] == n and jobs["metrics"] == n
+
+
+def test_apply_experiment_replaces_only_mappings_that_must_not_merge():
+    merged = {
+        "models": {"a": {}, "b": {}},
+        "methods": {"x": {}, "y": {}},
+        "eval": {"n_images": 5, "shards": 2},
+    }
+    overrides = {"models": {"b": {}}, "methods": {"y": {"seed": 1}}, "eval": {"n_images": 5}}
+    config = apply_experiment(merged, overrides)
+    assert config["models"] == {"b": {}}
+    assert config["methods"] == {"y": {"seed": 1}}
+    assert config["eval"] == {"n_images": 5, "shards": 2}
+
+
+def test_check_config_names_the_key():
+    with pytest.raises(ValueError, match="'methods.foo'"):
+        check_config({"methods": {"foo": {}}, "models": {}})
+    with pytest.raises(ValueError, match=r"'methods.gradcam'.*no parameter \['seed'\]"):
+        check_config({"methods": {"gradcam": {"seed": 1}}, "models": {}})
