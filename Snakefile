@@ -30,8 +30,8 @@ localrules:
 
 
 rule all:
+    default_target: True
     input:
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/summary.md",
         PLOTS,
-    default_target: True

@@ -3,7 +3,7 @@ import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # import this checkout
 
 from cambench.config import apply_experiment, as_json, check_config, method_params
 
@@ -23,8 +23,14 @@ METHODS = list(config["methods"])
 SHARDS = list(range(config["eval"]["shards"]))
 GPU = 0 if config["device"] == "cpu" else 1
 ENV = "../envs/cambench.yaml"
-# The rules run the package from this checkout, whether or not it is pip-installed.
-CAMBENCH = f"PYTHONPATH={Path(workflow.basedir) / 'workflow'}${{PYTHONPATH:+:$PYTHONPATH}} python -m cambench"
+# Rules run `python -m cambench` from this checkout, whether or not it is pip-installed
+# (and inside a conda env that holds only the dependencies).
+PACKAGE_DIR = str(Path(workflow.basedir) / "workflow")
+shell.prefix(
+    "set -euo pipefail; export PYTHONPATH="
+    + PACKAGE_DIR
+    + "${{PYTHONPATH:+:$PYTHONPATH}}; "
+)
 
 
 wildcard_constraints:

@@ -2,18 +2,17 @@ rule prepare_data:
     output:
         train=f"{RESULTS}/data/train.h5",
         test=f"{RESULTS}/data/test.h5",
-    params:
-        dataset=as_json(config["dataset"]),
-        out_dir=f"{RESULTS}/data",
     log:
         f"{LOGS}/prepare_data.log",
     benchmark:
         f"{BENCH}/prepare_data.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        ENV
+    params:
+        dataset=as_json(config["dataset"]),
     shell:
-        "{CAMBENCH} prepare-data --dataset {params.dataset:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "python -m cambench prepare-data --dataset {params.dataset:q} --out-train {output.train:q} --out-test {output.test:q} > {log:q} 2>&1"

@@ -6,23 +6,23 @@ rule metrics:
     output:
         csv=f"{RESULTS}/metrics/{{model}}/{{method}}/shard-{{shard}}.csv",
         curves=f"{RESULTS}/metrics/{{model}}/{{method}}/shard-{{shard}}.npz",
-    params:
-        metrics=as_json(config["metrics"]),
-        batch_size=config["eval"]["batch_size"],
-        device=config["device"],
     log:
         f"{LOGS}/metrics/{{model}}/{{method}}/shard-{{shard}}.log",
     benchmark:
         f"{BENCH}/metrics/{{model}}/{{method}}/shard-{{shard}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
         gpu=GPU,
-    conda:
-        ENV
+    params:
+        metrics=as_json(config["metrics"]),
+        batch_size=config["eval"]["batch_size"],
+        device=config["device"],
     shell:
-        "{CAMBENCH} metrics --model {input.model:q} --model-name {wildcards.model} --data {input.data:q}"
+        "python -m cambench metrics --model {input.model:q} --model-name {wildcards.model} --data {input.data:q}"
         " --saliency {input.saliency:q} --metrics {params.metrics:q} --batch-size {params.batch_size}"
         " --device {params.device} --threads {threads}"
         " --out-csv {output.csv:q} --out-curves {output.curves:q} > {log:q} 2>&1"
@@ -44,18 +44,18 @@ rule summarize:
             category="Summary",
         ),
         md=f"{RESULTS}/summary.md",
-    params:
-        experiment=EXPERIMENT,
     log:
         f"{LOGS}/summarize.log",
     benchmark:
         f"{BENCH}/summarize.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        experiment=EXPERIMENT,
     shell:
-        "{CAMBENCH} summarize --csv {input.csv:q} --history {input.history:q} --experiment {params.experiment}"
+        "python -m cambench summarize --csv {input.csv:q} --history {input.history:q} --experiment {params.experiment}"
         " --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"

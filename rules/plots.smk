@@ -11,14 +11,14 @@ rule plot_summary:
         f"{LOGS}/plots/summary_heatmap.log",
     benchmark:
         f"{BENCH}/plots/summary_heatmap.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
     shell:
-        "{CAMBENCH} plot heatmap {input:q} --out {output:q} > {log:q} 2>&1"
+        "python -m cambench plot heatmap {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule plot_curves:
@@ -39,14 +39,14 @@ rule plot_curves:
         f"{LOGS}/plots/curves_{{model}}.log",
     benchmark:
         f"{BENCH}/plots/curves_{{model}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
     shell:
-        "{CAMBENCH} plot curves {input:q} --title {wildcards.model} --out {output:q} > {log:q} 2>&1"
+        "python -m cambench plot curves {input:q} --title {wildcards.model} --out {output:q} > {log:q} 2>&1"
 
 
 rule plot_saliency_grid:
@@ -62,20 +62,20 @@ rule plot_saliency_grid:
             category="Saliency maps",
             subcategory="{model}",
         ),
-    params:
-        n_images=config.get("plots", {}).get("grid_images", 6),
     log:
         f"{LOGS}/plots/saliency_grid_{{model}}.log",
     benchmark:
         f"{BENCH}/plots/saliency_grid_{{model}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        n_images=config.get("plots", {}).get("grid_images", 6),
     shell:
-        "{CAMBENCH} plot grid {input.saliency:q} --data {input.data:q} --n-images {params.n_images}"
+        "python -m cambench plot grid {input.saliency:q} --data {input.data:q} --n-images {params.n_images}"
         " --title {wildcards.model} --out {output:q} > {log:q} 2>&1"
 
 
@@ -92,11 +92,11 @@ rule plot_training:
         f"{LOGS}/plots/training.log",
     benchmark:
         f"{BENCH}/plots/training.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
     shell:
-        "{CAMBENCH} plot training {input:q} --out {output:q} > {log:q} 2>&1"
+        "python -m cambench plot training {input:q} --out {output:q} > {log:q} 2>&1"

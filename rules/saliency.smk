@@ -4,6 +4,17 @@ rule saliency:
         data=f"{RESULTS}/data/test.h5",
     output:
         f"{RESULTS}/saliency/{{model}}/{{method}}/shard-{{shard}}.h5",
+    log:
+        f"{LOGS}/saliency/{{model}}/{{method}}/shard-{{shard}}.log",
+    benchmark:
+        f"{BENCH}/saliency/{{model}}/{{method}}/shard-{{shard}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=GPU,
     params:
         method=method_json,
         layer=model_layer,
@@ -12,19 +23,8 @@ rule saliency:
         batch_size=config["eval"]["batch_size"],
         target=config["eval"]["target"],
         device=config["device"],
-    log:
-        f"{LOGS}/saliency/{{model}}/{{method}}/shard-{{shard}}.log",
-    benchmark:
-        f"{BENCH}/saliency/{{model}}/{{method}}/shard-{{shard}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=120,
-        gpu=GPU,
-    conda:
-        ENV
     shell:
-        "{CAMBENCH} saliency --model {input.model:q} --data {input.data:q} --method {wildcards.method}"
+        "python -m cambench saliency --model {input.model:q} --data {input.data:q} --method {wildcards.method}"
         " --params {params.method:q} --layer={params.layer:q} --n-images {params.n_images}"
         " --shards {params.shards} --shard {wildcards.shard} --batch-size {params.batch_size}"
         " --target {params.target} --device {params.device} --threads {threads}"

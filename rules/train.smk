@@ -5,22 +5,21 @@ rule train:
     output:
         model=f"{RESULTS}/models/{{model}}.pt",
         history=f"{RESULTS}/models/{{model}}.json",
-    params:
-        model=model_json,
-        data_dir=f"{RESULTS}/data",
-        device=config["device"],
     log:
         f"{LOGS}/train/{{model}}.log",
     benchmark:
         f"{BENCH}/train/{{model}}.tsv"
+    conda:
+        ENV
     threads: 4
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=GPU,
-    conda:
-        ENV
+    params:
+        model=model_json,
+        device=config["device"],
     shell:
-        "{CAMBENCH} train --data-dir {params.data_dir:q} --model {params.model:q} --name {wildcards.model}"
+        "python -m cambench train --train {input.train:q} --test {input.test:q} --model {params.model:q} --name {wildcards.model}"
         " --out-model {output.model:q} --out-history {output.history:q}"
         " --device {params.device} --threads {threads} > {log:q} 2>&1"

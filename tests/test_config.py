@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from conftest import copy_workflow, planned_jobs, snakemake
 
 from cambench.config import apply_experiment, check_config
-from conftest import copy_workflow, planned_jobs, snakemake
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 
@@ -37,7 +36,7 @@ def _runtime(args: argparse.Namespace):
 def cmd_prepare_data(args: argparse.Namespace) -> None:
     from cambench.data import prepare_dataset
 
-    paths = prepare_dataset(args.dataset, args.out_dir)
+    paths = prepare_dataset(args.dataset, {"train": args.out_train, "test": args.out_test})
     for split, path in paths.items():
         print(f"{split}: {path}")
 
@@ -53,8 +52,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = dict(args.model)
     train_config = TrainConfig.from_model_config(config)
     seed_everything(train_config.seed)
-    train = read_split(Path(args.data_dir) / "train.h5")
-    test = read_split(Path(args.data_dir) / "test.h5")
+    train = read_split(args.train)
+    test = read_split(args.test)
     num_classes = len(train.class_names)
     model = build_model(config, num_classes)
     start = time.perf_counter()
@@ -174,11 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dataset", type=_json, required=True, help="the config's dataset mapping, as JSON"
     )
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--out-train", required=True, help="train split (.h5)")
+    p.add_argument("--out-test", required=True, help="test split (.h5)")
     p.set_defaults(func=cmd_prepare_data)
 
     p = sub.add_parser("train", help="train one model; write its checkpoint and history")
-    p.add_argument("--data-dir", required=True, help="directory with train.h5 and test.h5")
+    p.add_argument("--train", required=True, help="train split (.h5)")
+    p.add_argument("--test", required=True, help="test split (.h5), for the per-epoch accuracy")
     p.add_argument("--model", type=_json, required=True, help="the model's config entry, as JSON")
     p.add_argument("--name", required=True)
     p.add_argument("--out-model", required=True)

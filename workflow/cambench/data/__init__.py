@@ -13,8 +13,10 @@ DATASETS = ("shapes",)
 __all__ = ["DATASETS", "Split", "prepare_dataset", "read_split", "write_split"]
 
 
-def prepare_dataset(dataset_config: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``train.h5`` and ``test.h5`` for the configured dataset into ``out_dir``."""
+def prepare_dataset(
+    dataset_config: dict[str, Any], out_paths: dict[str, str | os.PathLike]
+) -> dict[str, Path]:
+    """Write the ``train`` and ``test`` splits of the configured dataset to ``out_paths``."""
     name = dataset_config.get("name", "shapes")
     if name != "shapes":
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
@@ -34,7 +36,7 @@ def prepare_dataset(dataset_config: dict[str, Any], out_dir: str | os.PathLike) 
         )
         attrs = {"dataset": "shapes", "split": split_name, "seed": seed, "image_size": size}
         split = Split(images, labels, masks, list(CLASS_NAMES[:num_classes]), attrs)
-        path = Path(out_dir) / f"{split_name}.h5"
+        path = Path(out_paths[split_name])
         write_split(path, split)
         out[split_name] = path
     return out
