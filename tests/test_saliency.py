@@ -191,3 +191,13 @@ def test_bad_inputs(small_resnet, images, targets):
         explain("gradcam", small_resnet, images[:, :2], targets)
     with pytest.raises(ValueError, match="targets must be"):
         explain("gradcam", small_resnet, images, targets[:3])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_cuda_maps_stay_on_the_device_and_match_cpu(method, small_resnet, images, targets):
+    cpu = explain(method, small_resnet, images, targets)
+    model = small_resnet.cuda()
+    maps = explain(method, model, images.cuda(), targets.cuda())
+    assert maps.device.type == "cuda"
+    torch.testing.assert_close(maps.cpu(), cpu, atol=1e-3, rtol=0)
