@@ -95,3 +95,10 @@ def test_changing_one_method_parameter_reruns_only_that_method(run):
     saliency_outputs = [line for line in planned if "/saliency/" in line]
     assert len(saliency_outputs) == 2
     assert all("/saliency/baseline/random/" in line for line in saliency_outputs)
+
+
+def test_report_builds_with_every_figure(run):
+    snakemake(run, "--configfile", "tiny.yaml", "--report", "report.html")
+    html = (run / "report.html").read_text(errors="replace")
+    for name in ("summary_heatmap.png", "training.png", "curves_baseline.png", "saliency_grid_baseline.png"):
+        assert name in html

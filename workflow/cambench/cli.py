@@ -44,27 +44,65 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from cambench.data import read_split
     from cambench.evaluation import write_json
-    from cambench.models import build_model, save_checkpoint
+    from cambench.models import (
+        build_model,
+        check_model_config,
+        load_checkpoint,
+        save_checkpoint,
+    )
+    from cambench.models.castream import POSITIONS, CAStream
     from cambench.runtime import seed_everything
-    from cambench.training import TrainConfig, train_model
+    from cambench.training import GradAlignObjective, TrainConfig, train_model
 
     device = _runtime(args)
     config = dict(args.model)
+    kind = config.get("kind", "baseline")
+    check_model_config(args.name, config)
+    if kind == "castream" and not args.base:
+        raise ValueError("a castream model needs --base, the base model's checkpoint")
+    if kind != "castream" and args.base:
+        raise ValueError(f"--base is only for castream models, not kind {kind!r}")
     train_config = TrainConfig.from_model_config(config)
     seed_everything(train_config.seed)
     train = read_split(args.train)
     test = read_split(args.test)
     num_classes = len(train.class_names)
-    model = build_model(config, num_classes)
+    objective = None
+    if kind == "castream":
+        base = load_checkpoint(args.base)
+        if base.model_config.get("kind", "baseline") == "castream":
+            raise ValueError(f"{args.base}: the base of a castream model cannot be castream")
+        if base.fc.out_features != num_classes:
+            raise ValueError(
+                f"{args.base}: the base model has {base.fc.out_features} classes, "
+                f"the data {num_classes}"
+            )
+        config["base_config"] = base.model_config
+        model = CAStream(base, config.get("blocks_at", POSITIONS))
+    else:
+        model = build_model(config, num_classes)
+        if kind == "gradalign":
+            objective = GradAlignObjective(
+                lam=float(config.get("lambda", 7.5e-3)),
+                distance=config.get("distance", "cosine"),
+            )
     start = time.perf_counter()
-    history = train_model(model, train, test, train_config, device, progress=not args.no_progress)
+    history = train_model(
+        model,
+        train,
+        test,
+        train_config,
+        device,
+        progress=not args.no_progress,
+        objective=objective,
+    )
     seconds = time.perf_counter() - start
     save_checkpoint(args.out_model, model, config, num_classes, train.class_names)
     write_json(
         args.out_history,
         {
             "model": args.name,
-            "kind": config.get("kind", "baseline"),
+            "kind": kind,
             "config": config,
             "epochs": history,
             "test_acc": history[-1]["test_acc"] if history else float("nan"),
@@ -184,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--out-model", required=True)
     p.add_argument("--out-history", required=True)
+    p.add_argument(
+        "--base",
+        default="",
+        help="castream only: the trained base model's checkpoint (.pt); its backbone and "
+        "classifier are frozen",
+    )
     _add_runtime(p)
     p.set_defaults(func=cmd_train)
 

@@ -16,13 +16,75 @@ from torch import nn
 
 from cambench import __version__
 from cambench.atomic import atomic_output
+from cambench.models.castream import POSITIONS, CAStream
 from cambench.models.small_resnet import SmallResNet
 
 ARCHITECTURES = ("resnet_small",)
+KINDS = ("baseline", "castream", "gradalign")
+
+# Keys that only one kind reads, and keys a castream model takes from its base.
+_ONLY_FOR = {
+    "base": "castream",
+    "blocks_at": "castream",
+    "lambda": "gradalign",
+    "distance": "gradalign",
+}
+_FROM_BASE = ("arch", "width", "blocks")
+
+
+def check_model_config(name: str, model_config: dict[str, Any]) -> None:
+    """ValueError naming ``models.<name>.<key>`` for keys its kind would silently ignore.
+
+    A castream model takes its architecture from its base (``arch``, ``width``,
+    ``blocks`` are refused); ``base``/``blocks_at`` are castream-only and
+    ``lambda``/``distance`` gradalign-only.
+    """
+    kind = model_config.get("kind", "baseline")
+    if kind not in KINDS:
+        raise ValueError(
+            f"config key 'models.{name}.kind': unknown kind {kind!r}; valid: {', '.join(KINDS)}"
+        )
+    for key, owner in _ONLY_FOR.items():
+        if key in model_config and kind != owner:
+            raise ValueError(
+                f"config key 'models.{name}.{key}': only {owner} models use it (this one is {kind})"
+            )
+    if kind == "castream":
+        if "base" not in model_config:
+            raise ValueError(
+                f"config key 'models.{name}.base': a castream model needs a base model"
+            )
+        for key in _FROM_BASE:
+            if key in model_config:
+                raise ValueError(
+                    f"config key 'models.{name}.{key}': a castream model takes its architecture "
+                    f"from its base model {model_config['base']!r}"
+                )
 
 
 def build_model(model_config: dict[str, Any], num_classes: int) -> nn.Module:
-    """Build an untrained model from its config entry (``arch`` and its options)."""
+    """Build an untrained model from its config entry (``kind``, ``arch`` and options).
+
+    ``baseline`` and ``gradalign`` models are plain backbones (they differ only in
+    training). A ``castream`` entry needs ``base_config``, the base model's own config
+    (the train command adds it from the base checkpoint): the base architecture is
+    built from it and wrapped in a :class:`CAStream` with ``blocks_at`` (default: all
+    five positions). Its weights come from the base checkpoint or a castream checkpoint.
+    """
+    kind = model_config.get("kind", "baseline")
+    if kind not in KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; valid: {', '.join(KINDS)}")
+    if kind == "castream":
+        base_config = model_config.get("base_config")
+        if not isinstance(base_config, dict):
+            raise ValueError(
+                "a castream model config needs 'base_config', the base model's config "
+                "(`cambench train --base <checkpoint>` adds it)"
+            )
+        if base_config.get("kind", "baseline") == "castream":
+            raise ValueError("the base of a castream model cannot itself be a castream model")
+        base = build_model(base_config, num_classes)
+        return CAStream(base, model_config.get("blocks_at", POSITIONS))
     arch = model_config.get("arch", "resnet_small")
     if arch == "resnet_small":
         return SmallResNet(
@@ -54,7 +116,11 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model stored in ``path``, in eval mode."""
+    """Rebuild the model stored in ``path``, in eval mode.
+
+    The model gets ``class_names`` and ``model_config`` (the config that built it)
+    as attributes.
+    """
     path = Path(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
@@ -68,6 +134,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     model = build_model(payload["model_config"], payload["num_classes"])
     model.load_state_dict(payload["state_dict"])
     model.class_names = payload.get("class_names", [])
+    model.model_config = dict(payload["model_config"])
     return model.to(map_location).eval()
 
 

@@ -7,7 +7,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from cambench.saliency import baselines, gradient_cams  # noqa: F401  (registers methods)
+from cambench.saliency import (  # noqa: F401  (registers methods)
+    baselines,
+    gradient_cams,
+    gradient_methods,
+    opticam,
+    score_cams,
+)
 from cambench.saliency.core import finalize_maps, frozen_eval, minmax_normalize
 from cambench.saliency.layers import default_layer_name, resolve_layer
 from cambench.saliency.registry import METHODS, Method, get_method

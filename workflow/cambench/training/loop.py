@@ -1,17 +1,25 @@
-"""Supervised training with SGD and a cosine schedule, one history entry per epoch."""
+"""Supervised training with SGD and a cosine schedule, one history entry per epoch.
+
+One loop serves every model kind: the objective (cross-entropy, or cross-entropy
+plus gradient alignment) is a callable, and only parameters that require grad are
+optimized (a CA-Stream model's frozen backbone and classifier are left alone).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from cambench.data.store import Split
+from cambench.training.gradalign import CrossEntropyObjective, gradient_cosine
+
+PROBE_SIZE = 64  # the fixed held-out batch of grad_cosine: the first test images
 
 
 @dataclass
@@ -55,15 +63,32 @@ def train_model(
     config: TrainConfig,
     device: torch.device,
     progress: bool = True,
+    objective: Callable | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place; return the per-epoch history.
+
+    ``objective(model, images, labels) -> (loss, logits, parts)`` defaults to
+    cross-entropy; ``parts`` holds ``ce`` and, where present, ``reg``. Per epoch the
+    history records ``train_loss``, ``train_ce``, ``train_reg`` (where present),
+    ``train_acc``, ``test_acc``, ``lr``, ``seconds`` (the training steps only) and
+    ``grad_cosine``: the mean cosine between the standard and guided input gradients
+    of the first ``PROBE_SIZE`` test images and their labels (eval mode).
 
     Batches are drawn by a generator seeded from ``config.seed``, so a CPU run is
     bit-reproducible. Images stay uint8 until the batch is on the device.
     """
+    objective = objective or CrossEntropyObjective()
+    check = getattr(objective, "check", None)
+    if check is not None:
+        check(model)  # fail before the first step, not after an epoch
     model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters")
+    probe_images = test.float_images(slice(0, PROBE_SIZE)).to(device)
+    probe_labels = test.labels[:PROBE_SIZE].to(device)
     optimizer = torch.optim.SGD(
-        model.parameters(),
+        params,
         lr=config.lr,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
@@ -80,7 +105,8 @@ def train_model(
         start = time.perf_counter()
         order = torch.randperm(len(train), generator=generator)
         flips = torch.rand(len(train), generator=generator) < 0.5
-        total_loss, correct = 0.0, 0
+        sums: dict[str, float] = {}
+        correct = 0
         bar = tqdm(
             range(steps_per_epoch),
             desc=f"epoch {epoch}/{config.epochs}",
@@ -94,24 +120,24 @@ def train_model(
             if config.hflip:
                 flip = flips[idx].to(device).view(-1, 1, 1, 1)
                 images = torch.where(flip, images.flip(3), images)
-            logits = model(images)
-            loss = F.cross_entropy(logits, labels)
+            loss, logits, parts = objective(model, images, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total_loss += loss.item() * len(idx)
+            for key, value in {"loss": loss, **parts}.items():
+                sums[key] = sums.get(key, 0.0) + value.item() * len(idx)
             correct += int((logits.argmax(1) == labels).sum())
             bar.set_postfix(loss=f"{loss.item():.3f}")
         seconds = time.perf_counter() - start
-        entry = {
-            "epoch": epoch,
-            "train_loss": total_loss / len(train),
-            "train_acc": correct / len(train),
-            "test_acc": evaluate_accuracy(model, test, device),
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": seconds,
-        }
+        entry = {"epoch": epoch, **{f"train_{k}": v / len(train) for k, v in sums.items()}}
+        entry.update(
+            train_acc=correct / len(train),
+            test_acc=evaluate_accuracy(model, test, device),
+            grad_cosine=gradient_cosine(model, probe_images, probe_labels),
+            lr=optimizer.param_groups[0]["lr"],
+            seconds=seconds,
+        )
         history.append(entry)
         if progress:
             tqdm.write(

@@ -1,0 +1,368 @@
+"""CAMs weighted by forward passes on perturbed inputs or features (REFERENCES.md).
+
+Score-CAM masks the image with each upsampled channel; Ablation-CAM zeroes each
+channel of the target layer. Both need one forward per (image, channel) pair, so both
+run them in chunks of ``batch_size`` rows that mix images and channels (no per-image
+loop), skip the rows whose result is known without a forward, and work under
+``torch.no_grad()``. No call of the model ever sees more than ``batch_size`` images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from cambench.saliency.core import activations, target_scores
+from cambench.saliency.registry import register
+
+# pytorch-grad-cam's ScoreCAM: (H - min) / (max - min + 1e-8) for the channel masks.
+_SCORECAM_EPS = 1e-8
+
+
+def _check_batch_size(batch_size: int) -> int:
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def clean_forward(
+    model: nn.Module, images: torch.Tensor, layer: nn.Module, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, logits)`` of the unperturbed images, ``batch_size`` images per forward."""
+    parts = [activations(model, images[s], layer) for s in _chunks(len(images), batch_size)]
+    return torch.cat([a for a, _ in parts]), torch.cat([y for _, y in parts])
+
+
+def _weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("bk,bkhw->bhw", weights.to(acts.dtype), acts)
+
+
+# ---------------------------------------------------------------------------------------
+# Score-CAM
+
+
+@register("scorecam", defaults={"batch_size": 256})
+@torch.no_grad()
+def scorecam(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    layer: nn.Module,
+    batch_size: int,
+) -> torch.Tensor:
+    """Score-CAM (Wang et al. 2020), pytorch-grad-cam variant: ``α = softmax_k y_c(x ⊙ H^k)``.
+
+    As in pytorch-grad-cam's ``ScoreCAM`` (the variant REFERENCES.md chooses):
+
+    - ``H^k = (U^k - min U^k) / (max U^k - min U^k + 1e-8)`` with ``U^k`` the channel
+      upsampled **with** ``align_corners=True`` (``torch.nn.UpsamplingBilinear2d``),
+      unlike the ``align_corners=False`` of the final maps;
+    - ``s_k`` is the logit (no softmax over classes), ``α = softmax_k(s)``.
+
+    ``batch_size`` masked images go through the model per forward, rows mixing images
+    and channels. A channel that is constant at layer resolution gives an all-zero
+    mask, i.e. a black image: its score is the logit of one black image, computed
+    once (pytorch-grad-cam masks with its float rounding noise when the constant is
+    nonzero; with ReLU features a constant channel is a dead, all-zero one and both
+    agree exactly).
+    """
+    batch_size = _check_batch_size(batch_size)
+    acts, _ = clean_forward(model, images, layer, batch_size)
+    b, k = acts.shape[:2]
+    size = tuple(images.shape[-2:])
+    flat = acts.flatten(2)
+    constant = flat.amax(2) == flat.amin(2)
+    scores = torch.empty(b, k, device=acts.device, dtype=torch.float32)
+    if constant.any():
+        black = model(torch.zeros_like(images[:1])).float()
+        scores[:] = black[0, targets].view(b, 1)
+    b_idx, k_idx = (~constant).nonzero(as_tuple=True)
+    for s in _chunks(len(b_idx), batch_size):
+        rows_b, rows_k = b_idx[s], k_idx[s]
+        up = F.interpolate(
+            acts[rows_b, rows_k].unsqueeze(1), size=size, mode="bilinear", align_corners=True
+        )
+        low = up.amin((2, 3), keepdim=True)
+        high = up.amax((2, 3), keepdim=True)
+        masks = (up - low) / (high - low + _SCORECAM_EPS)
+        logits = model(images[rows_b] * masks)
+        scores[rows_b, rows_k] = target_scores(logits, targets[rows_b]).float()
+    return _weighted_sum(torch.softmax(scores, dim=1), acts)
+
+
+# ---------------------------------------------------------------------------------------
+# Ablation-CAM: "the rest of the network" after the target layer
+
+
+class _LeafTracer(fx.Tracer):
+    """A tracer that keeps the target layer as one call (a leaf)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return m is self.layer or super().is_leaf_module(m, module_qualified_name)
+
+
+@dataclass
+class ModelTail:
+    """The layers after ``layer`` as a function of its output (a torch.fx split).
+
+    ``tail(A, *context)`` gives the logits. ``context`` holds the values computed
+    before the target layer that the tail still needs (skip connections across the
+    layer, e.g. a CA-Stream token); ``head(images)`` computes them (``None`` when the
+    tail needs none, as for ResNets, MobileNets and VGGs with the last stage as
+    target layer, so the tail costs only the classifier).
+    """
+
+    tail: fx.GraphModule
+    head: fx.GraphModule | None
+
+
+def _module(root: nn.Module, graph: fx.Graph) -> fx.GraphModule:
+    module = fx.GraphModule(root, graph)
+    module.graph.eliminate_dead_code()
+    module.recompile()
+    return module
+
+
+def trace_tail(model: nn.Module, layer: nn.Module) -> ModelTail | None:
+    """Split ``model`` after ``layer``; ``None`` when tracing or splitting is not possible."""
+    try:
+        tracer = _LeafTracer(layer)
+        graph = tracer.trace(model)
+    except Exception:  # untraceable models (data-dependent control flow, ...)
+        return None
+    modules = dict(model.named_modules())
+    nodes = list(graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    calls = [n for n in nodes if n.op == "call_module" and modules.get(n.target) is layer]
+    if len(placeholders) != 1 or len(calls) != 1:
+        return None
+    (target,) = calls
+    depends_on_input: set[fx.Node] = set(placeholders)
+    after: set[fx.Node] = {target}
+    for n in nodes:
+        inputs = n.all_input_nodes
+        if any(i in depends_on_input for i in inputs):
+            depends_on_input.add(n)
+        if n is not target and any(i in after for i in inputs):
+            after.add(n)
+    (output,) = [n for n in nodes if n.op == "output"]
+    result = output.args[0]
+    if not isinstance(result, fx.Node) or result not in after:
+        return None
+    after.discard(output)
+    # Values from before the layer that the tail uses (the layer's own input is not one).
+    context = [
+        n
+        for n in nodes
+        if n not in after
+        and n in depends_on_input
+        and any(u in after and u is not target for u in n.users)
+    ]
+
+    tail_graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {target: tail_graph.placeholder("activation")}
+    for i, n in enumerate(context):
+        env[n] = tail_graph.placeholder(f"context_{i}")
+    for n in nodes:
+        if n in env or n.op in ("placeholder", "output"):
+            continue
+        if n in after or n not in depends_on_input:
+            env[n] = tail_graph.node_copy(n, lambda a: env[a])
+    tail_graph.output(env[result])
+    tail = _module(model, tail_graph)
+
+    head = None
+    if context:
+        head_graph = fx.Graph()
+        head_env: dict[fx.Node, fx.Node] = {}
+        for n in nodes:
+            if n in after or n.op == "output":
+                continue
+            head_env[n] = head_graph.node_copy(n, lambda a: head_env[a])
+        head_graph.output(tuple(head_env[n] for n in context))
+        head = _module(model, head_graph)
+    return ModelTail(tail, head)
+
+
+def _context_values(
+    split: ModelTail, images: torch.Tensor, batch_size: int
+) -> list[torch.Tensor] | None:
+    """The tail's context for every image (first dimension = image), or ``None``."""
+    if split.head is None:
+        return []
+    parts: list[tuple] = []
+    for s in _chunks(len(images), batch_size):
+        values = split.head(images[s])
+        n = s.stop - s.start
+        if not all(isinstance(v, torch.Tensor) and v.ndim >= 1 and len(v) == n for v in values):
+            return None  # e.g. a batch size held as an int: cannot be expanded per row
+        parts.append(tuple(values))
+    return [torch.cat(column) for column in zip(*parts, strict=True)]
+
+
+def _tail_logits(
+    split: ModelTail, context: list[torch.Tensor], acts: torch.Tensor, rows_b: torch.Tensor
+) -> torch.Tensor:
+    return split.tail(acts, *(c[rows_b] for c in context))
+
+
+def _ablated(acts: torch.Tensor, rows_b: torch.Tensor, rows_k: torch.Tensor) -> torch.Tensor:
+    """``A`` of image ``rows_b[i]`` with channel ``rows_k[i]`` zeroed, one row each."""
+    rows = acts[rows_b]
+    rows[torch.arange(len(rows), device=rows.device), rows_k] = 0
+    return rows
+
+
+def _tail_is_faithful(
+    split: ModelTail,
+    context: list[torch.Tensor],
+    acts: torch.Tensor,
+    logits: torch.Tensor,
+    batch_size: int,
+) -> bool:
+    """Does the tail reproduce the model's logits, with each image repeated twice?"""
+    rows_b = torch.arange(len(acts), device=acts.device).repeat_interleave(2)
+    try:
+        out = torch.cat(
+            [
+                _tail_logits(split, context, acts[rows_b[s]], rows_b[s])
+                for s in _chunks(len(rows_b), batch_size)
+            ]
+        )
+    except Exception:
+        return False
+    expected = logits[rows_b]
+    if not isinstance(out, torch.Tensor) or out.shape != expected.shape:
+        return False
+    scale = float(expected.abs().max()) + 1.0
+    return bool(torch.allclose(out, expected, rtol=1e-3, atol=1e-4 * scale))
+
+
+def _scores_by_tail(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    layer: nn.Module,
+    acts: torch.Tensor,
+    logits: torch.Tensor,
+    rows: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+) -> torch.Tensor | None:
+    """Ablated target logits from the layers after ``layer`` only; ``None`` if unsafe."""
+    split = trace_tail(model, layer)
+    if split is None:
+        return None
+    try:
+        context = _context_values(split, images, batch_size)
+    except Exception:
+        return None
+    if context is None or not _tail_is_faithful(split, context, acts, logits, batch_size):
+        return None
+    b_idx, k_idx = rows
+    scores = torch.empty(len(b_idx), device=acts.device, dtype=torch.float32)
+    for s in _chunks(len(b_idx), batch_size):
+        rows_b = b_idx[s]
+        out = _tail_logits(split, context, _ablated(acts, rows_b, k_idx[s]), rows_b)
+        scores[s] = target_scores(out, targets[rows_b]).float()
+    return scores
+
+
+def _scores_by_model(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    layer: nn.Module,
+    acts: torch.Tensor,
+    rows: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+) -> torch.Tensor:
+    """Ablated target logits from whole forwards whose ``layer`` output is replaced.
+
+    Correct for any model (as pytorch-grad-cam does it), but re-runs the layers
+    before the target layer for every chunk.
+    """
+    replacement: list[torch.Tensor] = []
+
+    def substitute(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        return replacement[0]
+
+    b_idx, k_idx = rows
+    scores = torch.empty(len(b_idx), device=acts.device, dtype=torch.float32)
+    handle = layer.register_forward_hook(substitute)
+    try:
+        for s in _chunks(len(b_idx), batch_size):
+            rows_b = b_idx[s]
+            replacement[:] = [_ablated(acts, rows_b, k_idx[s])]
+            scores[s] = target_scores(model(images[rows_b]), targets[rows_b]).float()
+    finally:
+        handle.remove()
+    return scores
+
+
+def ablation_scores(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    layer: nn.Module,
+    batch_size: int,
+    split: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(A, y_c, y_c^(k))``: activations, target logits and the logits with channel
+    ``k`` zeroed (B, K). ``split=False`` forces whole-model forwards."""
+    acts, logits = clean_forward(model, images, layer, batch_size)
+    y = target_scores(logits, targets).float()
+    b, k = acts.shape[:2]
+    # Ablating a channel that is already all zero changes nothing: y^(k) = y.
+    rows = acts.flatten(2).ne(0).any(2).nonzero(as_tuple=True)
+    ablated = y.view(b, 1).repeat(1, k)
+    scores = None
+    if split:
+        scores = _scores_by_tail(model, images, targets, layer, acts, logits, rows, batch_size)
+    if scores is None:
+        scores = _scores_by_model(model, images, targets, layer, acts, rows, batch_size)
+    ablated[rows] = scores
+    return acts, y, ablated
+
+
+@register("ablationcam", defaults={"batch_size": 256})
+@torch.no_grad()
+def ablationcam(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    layer: nn.Module,
+    batch_size: int,
+) -> torch.Tensor:
+    """Ablation-CAM (Desai & Ramaswamy 2020): ``α_k = (y_c − y_c^(k)) / y_c``.
+
+    ``y_c^(k)`` is the logit with channel ``k`` of the target layer's output set to
+    zero. pytorch-grad-cam's ``AblationCAM`` does the same when the activation has a
+    zero somewhere (always the case after a ReLU); when its minimum is not zero it
+    ablates to ``min − 1e7`` instead, cumulatively within a batch, which makes its
+    result depend on its batch size; cambench always zeroes. The formula has no
+    epsilon (as pytorch-grad-cam); where ``y_c`` is exactly 0 the weights are
+    ``y_c − y_c^(k)``.
+
+    The ablated logits come from the layers after the target layer only: the model
+    is split with torch.fx, and the split is checked against the model's own logits
+    before use. Models that cannot be traced or split run whole forwards with the
+    layer's output substituted (same result, slower). Channels that are already all
+    zero are not ablated (their weight is 0). ``batch_size`` rows per forward.
+    """
+    batch_size = _check_batch_size(batch_size)
+    acts, y, ablated = ablation_scores(model, images, targets, layer, batch_size)
+    denom = torch.where(y == 0, torch.ones_like(y), y).view(-1, 1)
+    return _weighted_sum((y.view(-1, 1) - ablated) / denom, acts)
