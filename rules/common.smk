@@ -6,6 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # import this checkout
 
 from cambench.config import apply_experiment, as_json, check_config, method_params
+from cambench.provenance import stage_digest
 
 apply_experiment(config, workflow.config_settings.overwrite_config)
 validate(config, "../workflow/schemas/config.schema.yaml")
@@ -45,6 +46,12 @@ def model_json(wildcards):
 
 def method_json(wildcards):
     return as_json(method_params(config, wildcards.method))
+
+
+def saliency_code(wildcards):
+    """Digest of the code that computes this method's maps (Snakemake does not
+    track imported modules; a changed digest is a changed param: a rerun)."""
+    return stage_digest("saliency", wildcards.method)
 
 
 def model_layer(wildcards):

@@ -13,6 +13,7 @@ rule prepare_data:
         mem_mb=4000,
         runtime=20,
     params:
+        code=stage_digest("data"),
         dataset=as_json(config["dataset"]),
     shell:
         "python -m cambench prepare-data --dataset {params.dataset:q} --out-train {output.train:q} --out-test {output.test:q} > {log:q} 2>&1"

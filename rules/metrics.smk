@@ -18,6 +18,7 @@ rule metrics:
         runtime=120,
         gpu=GPU,
     params:
+        code=stage_digest("metrics"),
         metrics=as_json(config["metrics"]),
         batch_size=config["eval"]["batch_size"],
         device=config["device"],
@@ -55,6 +56,7 @@ rule summarize:
         mem_mb=2000,
         runtime=10,
     params:
+        code=stage_digest("summary"),
         experiment=EXPERIMENT,
     shell:
         "python -m cambench summarize --csv {input.csv:q} --history {input.history:q} --experiment {params.experiment}"

@@ -17,6 +17,8 @@ rule plot_summary:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=stage_digest("plots"),
     shell:
         "python -m cambench plot heatmap {input:q} --out {output:q} > {log:q} 2>&1"
 
@@ -45,6 +47,8 @@ rule plot_curves:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=stage_digest("plots"),
     shell:
         "python -m cambench plot curves {input:q} --title {wildcards.model} --out {output:q} > {log:q} 2>&1"
 
@@ -73,6 +77,7 @@ rule plot_saliency_grid:
         mem_mb=2000,
         runtime=10,
     params:
+        code=stage_digest("plots"),
         n_images=config.get("plots", {}).get("grid_images", 6),
     shell:
         "python -m cambench plot grid {input.saliency:q} --data {input.data:q} --n-images {params.n_images}"
@@ -98,5 +103,7 @@ rule plot_training:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=stage_digest("plots"),
     shell:
         "python -m cambench plot training {input:q} --out {output:q} > {log:q} 2>&1"

@@ -16,6 +16,7 @@ rule saliency:
         runtime=120,
         gpu=GPU,
     params:
+        code=saliency_code,
         method=method_json,
         layer=model_layer,
         n_images=config["eval"]["n_images"],

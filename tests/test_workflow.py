@@ -100,5 +100,83 @@ def test_changing_one_method_parameter_reruns_only_that_method(run):
 def test_report_builds_with_every_figure(run):
     snakemake(run, "--configfile", "tiny.yaml", "--report", "report.html")
     html = (run / "report.html").read_text(errors="replace")
-    for name in ("summary_heatmap.png", "training.png", "curves_baseline.png", "saliency_grid_baseline.png"):
+    for name in (
+        "summary_heatmap.png",
+        "training.png",
+        "curves_baseline.png",
+        "saliency_grid_baseline.png",
+    ):
         assert name in html
+
+
+def _dry_run_with(run, name: str, **changes) -> dict[str, int]:
+    config = yaml.safe_load((run / "tiny.yaml").read_text())
+    for dotted, value in changes.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    (run / name).write_text(yaml.safe_dump(config))
+    return planned_jobs(snakemake(run, "-n", "--configfile", name).stdout)
+
+
+AGGREGATES = {
+    "summarize": 1,
+    "plot_summary": 1,
+    "plot_curves": 1,
+    "plot_saliency_grid": 1,
+    "all": 1,
+}
+
+
+def test_changing_training_reruns_the_model_chain(run):
+    jobs = _dry_run_with(run, "tiny-train.yaml", **{"models.baseline.lr": 0.02})
+    assert jobs == {"train": 1, "saliency": 6, "metrics": 6, "plot_training": 1, **AGGREGATES}
+
+
+def test_changing_the_dataset_reruns_everything(run):
+    jobs = _dry_run_with(run, "tiny-data.yaml", **{"dataset.seed": 2})
+    assert jobs == {
+        "prepare_data": 1,
+        "train": 1,
+        "saliency": 6,
+        "metrics": 6,
+        "plot_training": 1,
+        **AGGREGATES,
+    }
+
+
+def _edit(path, old: str, new: str):
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+    return text
+
+
+def test_changing_one_methods_code_reruns_only_that_method(run):
+    path = run / "workflow" / "cambench" / "saliency" / "baselines.py"
+    original = _edit(
+        path,
+        "    b, _, h, w = images.shape\n    pixels",
+        "    b, _, h, w = images.shape  # edited\n    pixels",
+    )
+    try:
+        proc = snakemake(run, "-n", "--configfile", "tiny.yaml")
+    finally:
+        path.write_text(original)
+    assert planned_jobs(proc.stdout) == {"saliency": 2, "metrics": 2, **AGGREGATES}
+    saliency = [
+        line for line in proc.stdout.splitlines() if "output:" in line and "/saliency/" in line
+    ]
+    assert len(saliency) == 2 and all("/random/" in line for line in saliency)
+
+
+def test_changing_metric_code_reruns_metrics_not_saliency(run):
+    path = run / "workflow" / "cambench" / "metrics" / "localization.py"
+    original = _edit(path, "    Energy: ``sum(map * mask)", "    Edited. Energy: ``sum(map * mask)")
+    try:
+        jobs = planned_jobs(snakemake(run, "-n", "--configfile", "tiny.yaml").stdout)
+    finally:
+        path.write_text(original)
+    assert jobs == {"metrics": 6, "summarize": 1, "plot_summary": 1, "plot_curves": 1, "all": 1}

@@ -1,0 +1,133 @@
+"""Digests of the code a workflow step runs, so Snakemake reruns what a code change
+made stale (it does not track imported modules itself).
+
+:func:`code_digest` follows the functions, classes and modules of cambench that a
+step's entry points reference, transitively, and hashes their source. Editing one
+saliency method's function therefore changes that method's digest only, while an
+edit to shared machinery (e.g. ``saliency/core.py``) changes every method's.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import types
+from collections.abc import Iterator
+from typing import Any
+
+PACKAGE = "cambench"
+
+
+def _in_package(obj: Any) -> bool:
+    name = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+    return isinstance(name, str) and (name == PACKAGE or name.startswith(PACKAGE + "."))
+
+
+def _code_names(code: types.CodeType) -> Iterator[str]:
+    yield from code.co_names
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_names(const)
+
+
+def _import_submodule(name: str) -> None:
+    """Import ``name`` if it is a submodule (a name in a function-local import)."""
+    try:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
+    except ImportError:
+        pass
+
+
+def _references(obj: Any) -> Iterator[Any]:
+    """The package objects that ``obj``'s code names: globals, and the names a
+    function-local ``from cambench.x import y`` brings in."""
+    if inspect.isclass(obj):
+        for member in vars(obj).values():
+            func = getattr(member, "__func__", member)
+            if inspect.isfunction(func):
+                yield from _references(func)
+        yield from obj.__bases__
+        return
+    func = inspect.unwrap(obj)
+    if not inspect.isfunction(func):
+        return
+    names = list(_code_names(func.__code__))
+    found = [func.__globals__[n] for n in names if n in func.__globals__]
+    modules = [
+        importlib.import_module(n) for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")
+    ]
+    modules += [o for o in found if isinstance(o, types.ModuleType) and _in_package(o)]
+    yield from found
+    for module in modules:  # `module.attr` and function-local `from cambench.x import y`
+        yield module
+        for name in names:
+            if name not in vars(module) and hasattr(module, "__path__"):
+                _import_submodule(f"{module.__name__}.{name}")
+            value = vars(module).get(name)
+            if isinstance(value, types.ModuleType) and value not in modules:
+                modules.append(value)  # the loop visits it too
+            elif value is not None:
+                yield value
+
+
+def code_closure(*roots: Any) -> list[Any]:
+    """Every package function, class and module reachable from ``roots``."""
+    seen: dict[int, Any] = {}
+    stack = list(roots)
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or not _in_package(obj):
+            continue
+        if not (
+            inspect.isfunction(obj) or inspect.isclass(obj) or isinstance(obj, types.ModuleType)
+        ):
+            continue
+        seen[id(obj)] = obj
+        stack.extend(_references(obj))
+    return list(seen.values())
+
+
+def _source(obj: Any) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return repr(obj)
+
+
+def _sort_key(obj: Any) -> tuple[str, str]:
+    return (getattr(obj, "__module__", None) or obj.__name__, getattr(obj, "__qualname__", ""))
+
+
+def code_digest(*roots: Any) -> str:
+    """A short hex digest of the source of everything :func:`code_closure` reaches."""
+    digest = hashlib.sha256()
+    for obj in sorted(code_closure(*roots), key=_sort_key):
+        digest.update(_source(obj).encode())
+    return digest.hexdigest()[:16]
+
+
+@functools.cache
+def stage_digest(stage: str, method: str | None = None) -> str:
+    """The code digest of one workflow stage (``saliency`` also needs the method)."""
+    from cambench import cli
+    from cambench.saliency import get_method
+
+    roots = {
+        "data": [cli.cmd_prepare_data],
+        "train": [cli.cmd_train],
+        "saliency": [cli.cmd_saliency],
+        "metrics": [cli.cmd_metrics],
+        "summary": [cli.cmd_summarize],
+        "plots": [cli.cmd_plot],
+    }
+    if stage not in roots:
+        raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(roots)}")
+    if stage == "saliency":
+        if method is None:
+            raise ValueError("the saliency stage's digest needs the method")
+        return code_digest(*roots[stage], get_method(method).fn)
+    return code_digest(*roots[stage])
