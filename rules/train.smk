@@ -23,6 +23,7 @@ rule train:
         runtime=240,
         gpu=GPU,
     params:
+        code=stage_digest("train"),
         model=model_json,
         device=config["device"],
     shell:

@@ -78,3 +78,24 @@ def test_check_config_names_the_key():
         check_config({"methods": {"foo": {}}, "models": {}})
     with pytest.raises(ValueError, match=r"'methods.gradcam'.*no parameter \['seed'\]"):
         check_config({"methods": {"gradcam": {"seed": 1}}, "models": {}})
+
+
+def test_method_applies_by_model_kind():
+    from cambench.config import method_applies
+
+    assert method_applies({"kind": "castream"}, "castream_attention")
+    assert not method_applies({"kind": "baseline"}, "castream_attention")
+    assert not method_applies({"kind": "castream"}, "cam")
+    assert method_applies({}, "cam") and method_applies({"kind": "gradalign"}, "gradcam")
+
+
+def test_castream_base_must_be_a_plain_model():
+    models = {
+        "a": {"kind": "baseline"},
+        "b": {"kind": "castream", "base": "a"},
+        "c": {"kind": "castream", "base": "b"},
+    }
+    with pytest.raises(ValueError, match="'models.c.base'"):
+        check_config({"methods": {}, "models": models})
+    with pytest.raises(ValueError, match="'models.d.base': no model named 'zz'"):
+        check_config({"methods": {}, "models": {"d": {"kind": "castream", "base": "zz"}}})

@@ -204,3 +204,11 @@ def test_cuda_maps_stay_on_the_device_and_match_cpu(method, small_resnet, images
     maps = explain(method, model, images.cuda(), targets.cuda())
     assert maps.device.type == "cuda"
     torch.testing.assert_close(maps.cpu(), cpu, atol=1e-3, rtol=0)
+
+
+def test_cam_refuses_a_castream_model(small_resnet, images, targets):
+    """A CA-Stream head is not GAP → Linear: CAM's class map would not be its logit."""
+    from cambench.models.castream import CAStream
+
+    with pytest.raises(ValueError, match="needs a global-average-pooling"):
+        explain("cam", CAStream(small_resnet).eval(), images, targets)

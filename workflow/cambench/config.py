@@ -39,10 +39,32 @@ def check_config(config: dict[str, Any]) -> None:
             METHODS[name].resolve_params(params or {})
         except ValueError as err:
             raise ValueError(f"config key 'methods.{name}': {err}") from None
-    for name, model in (config.get("models") or {}).items():
+    from cambench.models import check_model_config
+
+    models = config.get("models") or {}
+    for name, model in models.items():
+        check_model_config(name, model)
         base = model.get("base")
-        if base is not None and base not in config["models"]:
+        if base is None:
+            continue
+        if base not in models:
             raise ValueError(f"config key 'models.{name}.base': no model named {base!r}")
+        if base == name or models[base].get("kind") == "castream":
+            raise ValueError(
+                f"config key 'models.{name}.base': the base of a CA-Stream model must be a "
+                f"baseline or gradalign model, not {base!r}"
+            )
+
+
+# Methods that need a particular kind of model (all others apply to every model).
+METHOD_KINDS = {"castream_attention": ("castream",), "cam": ("baseline", "gradalign")}
+
+
+def method_applies(model_config: dict[str, Any], method: str) -> bool:
+    """Whether ``method`` is defined for this model (``cam`` needs a GAP head,
+    ``castream_attention`` a CA-Stream model); the workflow skips other pairs."""
+    kinds = METHOD_KINDS.get(method)
+    return kinds is None or model_config.get("kind", "baseline") in kinds
 
 
 def method_params(config: dict[str, Any], method: str) -> dict[str, Any]:

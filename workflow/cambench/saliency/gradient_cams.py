@@ -67,7 +67,8 @@ def layercam(
 
 def _gap_linear_head(model: nn.Module, channels: int) -> nn.Linear:
     head = getattr(model, "fc", None)
-    if isinstance(head, nn.Linear) and head.in_features == channels:
+    pools = [m for m in model.modules() if isinstance(m, nn.AdaptiveAvgPool2d)]
+    if isinstance(head, nn.Linear) and head.in_features == channels and pools:
         return head
     raise ValueError(
         f"'cam' needs a global-average-pooling → Linear head ('fc' with {channels} inputs) "
