@@ -1,4 +1,18 @@
-"""Datasets: generation or import, then one HDF5 file per split (see :mod:`.store`)."""
+"""Datasets: generation or import, then one HDF5 file per split (see :mod:`.store`).
+
+``dataset.name`` picks the source:
+
+- ``shapes``: the embedded synthetic dataset (:mod:`.shapes`), with object masks;
+- ``cifar10`` / ``cifar100``: a local copy read through torchvision (:mod:`.cifar`);
+- ``imagefolder``: ``train/``/``val/`` class folders, optional VOC boxes as masks
+  (:mod:`.imagefolder`).
+
+Every split file records ``has_masks``: whether its ``masks`` are localization ground
+truth (false: all False, localization metrics do not apply). Imported datasets are
+stored in a seeded class-balanced order and may be subsampled (``max_train``,
+``max_test``; :mod:`.sampling`). Training augmentation (``dataset.augment``) is not
+applied here: see :mod:`.augment`.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +22,25 @@ from typing import Any
 
 from cambench.data.store import Split, read_split, write_split
 
-DATASETS = ("shapes",)
+DATASETS = ("shapes", "cifar10", "cifar100", "imagefolder")
 
-__all__ = ["DATASETS", "Split", "prepare_dataset", "read_split", "write_split"]
+# Keys of the dataset config that do not change the prepared files: the data rule
+# leaves them out of its params, so changing them retrains without re-preparing.
+TRAINING_ONLY_KEYS = ("augment",)
+
+__all__ = [
+    "DATASETS",
+    "Split",
+    "preparation_config",
+    "prepare_dataset",
+    "read_split",
+    "write_split",
+]
+
+
+def preparation_config(dataset_config: dict[str, Any]) -> dict[str, Any]:
+    """The part of the dataset config that :func:`prepare_dataset` uses."""
+    return {k: v for k, v in dataset_config.items() if k not in TRAINING_ONLY_KEYS}
 
 
 def prepare_dataset(
@@ -18,10 +48,20 @@ def prepare_dataset(
 ) -> dict[str, Path]:
     """Write the ``train`` and ``test`` splits of the configured dataset to ``out_paths``."""
     name = dataset_config.get("name", "shapes")
+    if name in ("cifar10", "cifar100"):
+        from cambench.data.cifar import prepare_cifar
+
+        return prepare_cifar(dataset_config, out_paths)
+    if name == "imagefolder":
+        from cambench.data.imagefolder import prepare_imagefolder
+
+        return prepare_imagefolder(dataset_config, out_paths)
     if name != "shapes":
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
     from cambench.data.shapes import CLASS_NAMES, generate_shapes
 
+    if dataset_config.get("boxes"):
+        raise ValueError("dataset.boxes is only for imagefolder datasets, not shapes")
     size = int(dataset_config.get("image_size", 32))
     num_classes = int(dataset_config.get("num_classes", 10))
     seed = int(dataset_config.get("seed", 0))
@@ -34,7 +74,14 @@ def prepare_dataset(
         images, labels, masks = generate_shapes(
             n, image_size=size, num_classes=num_classes, seed=split_seed
         )
-        attrs = {"dataset": "shapes", "split": split_name, "seed": seed, "image_size": size}
+        attrs = {
+            "dataset": "shapes",
+            "split": split_name,
+            "has_masks": True,
+            "n_with_mask": n,
+            "seed": seed,
+            "image_size": size,
+        }
         split = Split(images, labels, masks, list(CLASS_NAMES[:num_classes]), attrs)
         path = Path(out_paths[split_name])
         write_split(path, split)

@@ -1,0 +1,340 @@
+"""Image-folder datasets (ImageNet, Imagenette, CUB, …), with optional bounding boxes.
+
+Layout (torchvision's ``ImageFolder``): ``<root>/train/<class>/…`` and
+``<root>/val/<class>/…`` (``<root>/test/`` when there is no ``val/``); images are found
+recursively below each class folder, in sorted path order, with torchvision's image
+extensions. The class index is the position of the folder name in the sorted list of
+``train/``'s class folders, and the class names are the folder names; ``val/`` may lack
+some classes but may not add any.
+
+Every image, of either split, gets the same deterministic transform: the short side is
+resized to ``resize`` (bilinear, antialiased; default ``round(image_size * 8 / 7)``,
+i.e. 256 for 224) and the centre ``image_size`` × ``image_size`` crop is kept
+(torchvision's ``Resize`` + ``CenterCrop``, see :mod:`.sampling`). Random training
+augmentation happens on the device at training time (:mod:`cambench.data.augment`),
+inside this stored crop.
+
+Bounding boxes (``dataset.boxes``): a folder of Pascal-VOC XML files, one per image,
+named after the image's stem. For the image ``<root>/<split>/<class>/…/<stem>.<ext>``
+the first existing file of
+
+1. ``<boxes>/<split>/<class>/<stem>.xml``
+2. ``<boxes>/<split>/<stem>.xml``
+3. ``<boxes>/<class>/<stem>.xml`` (ImageNet's train annotations: ``Annotation/<wnid>/``)
+4. ``<boxes>/<stem>.xml`` (ImageNet's val annotations, all in one folder)
+
+is used, where ``<split>`` is the split's folder name (``train``, ``val`` or ``test``).
+The mask is the union of the boxes whose ``<name>`` is the image's class folder name;
+when no box has that name (datasets with one generic object name, e.g. ``bird``), the
+union of all the file's boxes. Box coordinates follow VOC: 1-based inclusive pixel
+indices, so a box covers ``[xmin - 1, xmax] × [ymin - 1, ymax]`` in continuous pixel
+coordinates of the original image (clipped to it). A mask pixel of the stored image is
+True when its centre, mapped back through the resize and crop, lies inside a box
+(:func:`box_mask`): the mask is transformed exactly like the image. An image without a
+box file gets an all-False mask; the split's attributes count the images with one
+(``n_with_mask``), and ``has_masks`` is true when ``boxes`` is configured.
+
+Subsampling: ``max_train``/``max_test`` keep a seeded class-balanced subset, chosen
+before any image is decoded; the stored order is round-robin over classes (see
+:func:`cambench.data.sampling.balanced_order`), so the first ``eval.n_images`` test
+images are balanced.
+
+Memory: a whole split is decoded into memory and written to one HDF5 file (uint8
+images and bool masks). That suits Imagenette-, CUB- or ImageNet-subset-sized data
+(10 000 images at 224 × 224 take 1.5 GB, plus 0.5 GB of masks); training on all of
+ImageNet would need a streaming data path, which is out of scope.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cambench.data.sampling import balanced_order, crop_geometry, resize_center_crop
+from cambench.data.store import Split, write_split
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+TEST_FOLDERS = ("val", "test")  # the test split's folder: the first that exists
+MAX_WORKERS = 8
+
+
+def default_resize(image_size: int) -> int:
+    """The usual eval resize for a crop: 256 for 224 (ratio 8/7)."""
+    return int(round(image_size * 8 / 7))
+
+
+def find_classes(folder: str | os.PathLike) -> list[str]:
+    """Sorted names of the class folders in ``folder`` (torchvision's rule)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"imagefolder: no folder {folder.resolve()}")
+    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    if not classes:
+        raise FileNotFoundError(f"imagefolder: no class folders in {folder.resolve()}")
+    return classes
+
+
+def list_images(
+    folder: str | os.PathLike, classes: list[str], require_all: bool
+) -> tuple[list[Path], torch.Tensor]:
+    """Image paths below ``folder/<class>/`` in class then sorted-path order, and labels.
+
+    With ``require_all`` every class folder must exist and hold an image; otherwise
+    missing classes are allowed. A class folder not in ``classes`` is an error.
+    """
+    folder = Path(folder)
+    index = {name: k for k, name in enumerate(classes)}
+    extra = sorted(set(find_classes(folder)) - set(classes))
+    if extra:
+        raise ValueError(
+            f"imagefolder: {folder.resolve()} has class folders that train/ lacks: {extra[:10]}"
+        )
+    paths: list[Path] = []
+    labels: list[int] = []
+    for name in classes:
+        class_dir = folder / name
+        found = []
+        if class_dir.is_dir():
+            for dirpath, _, filenames in sorted(os.walk(class_dir, followlinks=True)):
+                found += [
+                    Path(dirpath, f)
+                    for f in sorted(filenames)
+                    if f.lower().endswith(IMG_EXTENSIONS)
+                ]
+        if not found and require_all:
+            raise FileNotFoundError(
+                f"imagefolder: no images ({', '.join(IMG_EXTENSIONS)}) in {class_dir.resolve()}"
+            )
+        paths += found
+        labels += [index[name]] * len(found)
+    if not paths:
+        raise FileNotFoundError(f"imagefolder: no images in {folder.resolve()}")
+    return paths, torch.tensor(labels, dtype=torch.int64)
+
+
+def find_box_file(boxes: Path, split_dir: str, class_name: str, stem: str) -> Path | None:
+    """The annotation of one image: the first existing candidate (module docstring)."""
+    for candidate in (
+        boxes / split_dir / class_name / f"{stem}.xml",
+        boxes / split_dir / f"{stem}.xml",
+        boxes / class_name / f"{stem}.xml",
+        boxes / f"{stem}.xml",
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_voc_boxes(
+    path: str | os.PathLike, class_name: str | None = None
+) -> tuple[list[tuple[float, float, float, float]], tuple[int, int] | None]:
+    """Boxes of a Pascal-VOC XML file as continuous ``(x0, y0, x1, y1)``, and the
+    ``(height, width)`` it records (``None`` when absent).
+
+    The boxes named ``class_name`` when there are any (or ``class_name`` is ``None``:
+    all), otherwise all boxes.
+    """
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise ValueError(f"{path}: not a valid VOC XML file ({err})") from err
+    size = None
+    width, height = root.findtext("size/width"), root.findtext("size/height")
+    if width and height and int(float(width)) > 0 and int(float(height)) > 0:
+        size = (int(float(height)), int(float(width)))
+    boxes: list[tuple[str, tuple[float, float, float, float]]] = []
+    for obj in root.iter("object"):
+        box = obj.find("bndbox")
+        if box is None:
+            continue
+        try:
+            xmin, ymin, xmax, ymax = (
+                float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")
+            )
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: a bndbox lacks a numeric xmin/ymin/xmax/ymax") from err
+        boxes.append(((obj.findtext("name") or "").strip(), (xmin - 1, ymin - 1, xmax, ymax)))
+    named = [b for n, b in boxes if n == class_name]
+    return (named if named else [b for _, b in boxes]), size
+
+
+def box_mask(
+    boxes: list[tuple[float, float, float, float]], h: int, w: int, resize: int, size: int
+) -> torch.Tensor:
+    """bool (size, size): the union of ``boxes`` (continuous coordinates of an ``(h, w)``
+    image) after :func:`~cambench.data.sampling.resize_center_crop` — a pixel is True
+    when its centre, mapped back to the original image, lies inside a box."""
+    g = crop_geometry(h, w, resize, size)
+    centres = torch.arange(size, dtype=torch.float64) + 0.5
+    # centre of stored pixel -> resized image -> original image (align_corners=False)
+    x = (centres + g.left) * (w / g.resized_w)
+    y = (centres + g.top) * (h / g.resized_h)
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    for x0, y0, x1, y1 in boxes:
+        x0, x1 = max(x0, 0.0), min(x1, float(w))
+        y0, y1 = max(y0, 0.0), min(y1, float(h))
+        inside_x = (x >= x0) & (x <= x1)
+        inside_y = (y >= y0) & (y <= y1)
+        mask |= inside_y[:, None] & inside_x[None, :]
+    return mask
+
+
+def load_image(path: str | os.PathLike) -> torch.Tensor:
+    """uint8 (3, H, W) RGB (greyscale, palette and alpha images converted)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        array = np.asarray(im.convert("RGB"))
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def _load_one(
+    path: Path,
+    class_name: str,
+    split_dir: str,
+    boxes: Path | None,
+    resize: int,
+    size: int,
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    image = load_image(path)
+    h, w = image.shape[-2:]
+    if min(h, w) < 1:
+        raise ValueError(f"{path}: empty image")
+    stored = resize_center_crop(image.unsqueeze(0), resize, size)[0]
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    found = False
+    if boxes is not None:
+        xml = find_box_file(boxes, split_dir, class_name, path.stem)
+        if xml is not None:
+            found = True
+            box_list, recorded = read_voc_boxes(xml, class_name)
+            if recorded is not None and recorded != (h, w):
+                raise ValueError(
+                    f"{xml}: records image size {recorded[1]}x{recorded[0]} (width x height) "
+                    f"but {path} is {w}x{h}"
+                )
+            mask = box_mask(box_list, h, w, resize, size)
+    return stored, mask, found
+
+
+def _workers() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cpus))
+
+
+def load_imagefolder_split(
+    root: str | os.PathLike,
+    split_dir: str,
+    classes: list[str],
+    image_size: int,
+    resize: int,
+    boxes: str | os.PathLike | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    require_all: bool = False,
+) -> tuple[Split, int]:
+    """One split, decoded into memory, in balanced order; and the split's full size."""
+    paths, labels = list_images(Path(root) / split_dir, classes, require_all)
+    order = balanced_order(labels, seed, limit)
+    chosen = [paths[i] for i in order.tolist()]
+    labels = labels[order]
+    box_dir = Path(boxes) if boxes else None
+    if box_dir is not None and not box_dir.is_dir():
+        raise FileNotFoundError(f"imagefolder: boxes folder {box_dir.resolve()} does not exist")
+    n = len(chosen)
+    images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8)
+    masks = torch.zeros(n, image_size, image_size, dtype=torch.bool)
+    with_mask = 0
+    # decoding and resizing release the GIL; map() keeps the order, so results are
+    # deterministic whatever the number of threads
+    with ThreadPoolExecutor(_workers()) as pool:
+        results = pool.map(
+            lambda k: _load_one(
+                chosen[k], classes[int(labels[k])], split_dir, box_dir, resize, image_size
+            ),
+            range(n),
+        )
+        for k, (image, mask, found) in enumerate(results):
+            images[k], masks[k] = image, mask
+            with_mask += found
+    attrs = {"has_masks": box_dir is not None, "n_with_mask": with_mask}
+    return Split(images, labels, masks, list(classes), attrs), len(paths)
+
+
+def prepare_imagefolder(
+    dataset_config: dict[str, Any], out_paths: dict[str, str | os.PathLike]
+) -> dict[str, Path]:
+    """Write the ``train`` and ``test`` splits of an image-folder dataset (module docstring)."""
+    root = dataset_config.get("root")
+    if not root:
+        raise ValueError("dataset.root is required for imagefolder: the folder with train/, val/")
+    if dataset_config.get("download"):
+        raise ValueError("dataset.download is only for cifar10/cifar100, not imagefolder")
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"imagefolder: dataset not found at {root.resolve()}; dataset.root must be a "
+            f"folder with train/<class>/ and val/<class>/ image folders"
+        )
+    size = int(dataset_config.get("image_size") or 224)
+    resize = int(dataset_config.get("resize") or default_resize(size))
+    seed = int(dataset_config.get("seed", 0))
+    boxes = dataset_config.get("boxes") or None
+    test_dir = next((d for d in TEST_FOLDERS if (root / d).is_dir()), None)
+    if test_dir is None:
+        raise FileNotFoundError(
+            f"imagefolder: no val/ (or test/) folder in {root.resolve()} for the test split"
+        )
+    classes = find_classes(root / "train")
+    out = {}
+    for split_name, split_dir, limit, split_seed in (
+        ("train", "train", dataset_config.get("max_train"), 2 * seed),
+        ("test", test_dir, dataset_config.get("max_test"), 2 * seed + 1),
+    ):
+        split, total = load_imagefolder_split(
+            root,
+            split_dir,
+            classes,
+            size,
+            resize,
+            boxes=boxes,
+            limit=limit,
+            seed=split_seed,
+            require_all=split_name == "train",
+        )
+        split.attrs.update(
+            dataset="imagefolder",
+            split=split_name,
+            seed=seed,
+            image_size=size,
+            resize=resize,
+            source_size=total,
+            root=str(dataset_config["root"]),
+            folder=split_dir,
+        )
+        if boxes:
+            split.attrs["boxes"] = str(boxes)
+            if split.attrs["n_with_mask"] < len(split):
+                print(
+                    f"warning: imagefolder {split_name}: {len(split) - split.attrs['n_with_mask']} "
+                    f"of {len(split)} images have no box file under {boxes}; their masks are empty",
+                    file=sys.stderr,
+                )
+        path = Path(out_paths[split_name])
+        write_split(path, split)
+        print(
+            f"imagefolder {split_name}: {len(split)} of {total} images from {root / split_dir}, "
+            f"{len(classes)} classes, {size}x{size} -> {path}"
+        )
+        out[split_name] = path
+    return out
