@@ -77,3 +77,16 @@ def test_training_is_deterministic_and_learns():
     assert [h["train_loss"] for h in histories[0]] == [h["train_loss"] for h in histories[1]]
     assert set(histories[0][0]) >= {"epoch", "train_loss", "train_acc", "test_acc", "lr", "seconds"}
     assert histories[0][-1]["test_acc"] > 0.9
+
+
+def test_small_resnet_weights_from_a_file(tmp_path):
+    config = {"width": 4, "blocks": [1, 1, 1, 1]}
+    torch.manual_seed(0)
+    source = build_model(config, 3)
+    save_checkpoint(tmp_path / "src.pt", source, config, 3, ["a", "b", "c"])
+    torch.manual_seed(1)
+    model = build_model({**config, "weights": str(tmp_path / "src.pt")}, 3)  # a checkpoint
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    with pytest.raises(ValueError, match="resnet_small.*no torchvision pretrained weights"):
+        build_model({**config, "weights": "IMAGENET1K_V1"}, 3)

@@ -42,6 +42,8 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
     from cambench.data import read_split
     from cambench.evaluation import write_json
     from cambench.models import (
@@ -52,7 +54,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     from cambench.models.castream import POSITIONS, CAStream
     from cambench.runtime import seed_everything
-    from cambench.training import GradAlignObjective, TrainConfig, train_model
+    from cambench.training import (
+        CrossEntropyObjective,
+        GradAlignObjective,
+        TrainConfig,
+        train_model,
+    )
 
     device = _runtime(args)
     config = dict(args.model)
@@ -67,25 +74,27 @@ def cmd_train(args: argparse.Namespace) -> None:
     train = read_split(args.train)
     test = read_split(args.test)
     num_classes = len(train.class_names)
-    objective = None
+    objective = CrossEntropyObjective(label_smoothing=train_config.label_smoothing)
     if kind == "castream":
         base = load_checkpoint(args.base)
         if base.model_config.get("kind", "baseline") == "castream":
             raise ValueError(f"{args.base}: the base of a castream model cannot be castream")
-        if base.fc.out_features != num_classes:
-            raise ValueError(
-                f"{args.base}: the base model has {base.fc.out_features} classes, "
-                f"the data {num_classes}"
-            )
         config["base_config"] = base.model_config
         model = CAStream(base, config.get("blocks_at", POSITIONS))
+        if model.fc.out_features != num_classes:
+            raise ValueError(
+                f"{args.base}: the base model has {model.fc.out_features} classes, "
+                f"the data {num_classes}"
+            )
     else:
         model = build_model(config, num_classes)
         if kind == "gradalign":
             objective = GradAlignObjective(
                 lam=float(config.get("lambda", 7.5e-3)),
                 distance=config.get("distance", "cosine"),
+                label_smoothing=train_config.label_smoothing,
             )
+    resume = None if args.no_resume else Path(f"{args.out_model}.resume.pt")
     start = time.perf_counter()
     history = train_model(
         model,
@@ -95,6 +104,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         device,
         progress=not args.no_progress,
         objective=objective,
+        augment=args.augment,
+        resume_path=resume,
     )
     seconds = time.perf_counter() - start
     save_checkpoint(args.out_model, model, config, num_classes, train.class_names)
@@ -104,6 +115,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             "model": args.name,
             "kind": kind,
             "config": config,
+            "augment": args.augment,
             "epochs": history,
             "test_acc": history[-1]["test_acc"] if history else float("nan"),
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -112,6 +124,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             "device": str(device),
         },
     )
+    if resume is not None:
+        resume.unlink(missing_ok=True)  # the outputs are complete
     print(f"{args.name}: test accuracy {100 * history[-1]['test_acc']:.2f} % in {seconds:.0f} s")
 
 
@@ -158,10 +172,51 @@ def cmd_metrics(args: argparse.Namespace) -> None:
 def cmd_summarize(args: argparse.Namespace) -> None:
     from cambench.summary import write_summary
 
+    comparison = {
+        key: path
+        for key, path in (
+            ("csv", args.comparison_csv),
+            ("md", args.comparison_md),
+            ("tex", args.comparison_tex),
+        )
+        if path
+    }
     summary = write_summary(
-        args.csv, args.history, args.out_csv, args.out_md, experiment=args.experiment
+        args.csv,
+        args.history,
+        args.out_csv,
+        args.out_md,
+        experiment=args.experiment,
+        out_tex=args.out_tex or None,
+        models=args.models,
+        comparison_out=comparison,
+        randomization_paths=args.randomization,
+        statistics=args.statistics,
     )
-    print(summary.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    shown = [c for c in summary.columns if not c.endswith(("_ci_low", "_ci_high"))]
+    print(summary[shown].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+
+
+def cmd_randomization(args: argparse.Namespace) -> None:
+    from cambench.metrics.randomization import run_randomization
+
+    device = _runtime(args)
+    frame = run_randomization(
+        args.model,
+        args.data,
+        args.out,
+        method=args.method,
+        params=args.params,
+        layer=args.layer or None,
+        n_images=args.n_images,
+        target=args.target,
+        batch_size=args.batch_size,
+        device=device,
+        model_name=args.model_name,
+        seed=args.seed,
+        threshold=args.threshold,
+    )
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -169,6 +224,12 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
     if args.figure == "heatmap":
         plots.plot_summary_heatmap(args.inputs[0], args.out)
+    elif args.figure == "bars":
+        plots.plot_metric_bars(args.inputs[0], args.out)
+    elif args.figure == "distributions":
+        plots.plot_distributions(args.inputs, args.out, title=args.title)
+    elif args.figure == "randomization":
+        plots.plot_randomization(args.inputs, args.out, threshold=args.threshold)
     elif args.figure == "training":
         plots.plot_training(args.inputs, args.out)
     elif args.figure == "curves":
@@ -228,6 +289,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="castream only: the trained base model's checkpoint (.pt); its backbone and "
         "classifier are frozen",
     )
+    p.add_argument(
+        "--augment",
+        type=_json,
+        default=None,
+        help="training augmentation, as JSON: the dataset's augment mapping with its defaults "
+        '(e.g. {"hflip": true, "crop_padding": 4}); default: horizontal flips only. '
+        "A model's own hflip key overrides hflip",
+    )
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="neither read nor write <out-model>.resume.pt (by default training state is "
+        "saved there after every epoch, an interrupted run continues from it, and it is "
+        "deleted when the outputs are written)",
+    )
     _add_runtime(p)
     p.set_defaults(func=cmd_train)
 
@@ -260,23 +336,75 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime(p)
     p.set_defaults(func=cmd_metrics)
 
-    p = sub.add_parser("summarize", help="aggregate per-image CSVs into summary.csv and summary.md")
-    p.add_argument("--csv", nargs="+", required=True)
-    p.add_argument("--history", nargs="*", default=[])
+    p = sub.add_parser(
+        "summarize",
+        help="aggregate per-image CSVs into the summary and model-comparison tables",
+    )
+    p.add_argument("--csv", nargs="+", required=True, help="per-image metric CSVs")
+    p.add_argument("--history", nargs="*", default=[], help="training histories (.json)")
     p.add_argument("--experiment", default="")
+    p.add_argument(
+        "--models",
+        type=_json,
+        default=None,
+        help="the config's models mapping (kind, base), as JSON: who is compared with whom",
+    )
+    p.add_argument("--randomization", nargs="*", default=[], help="randomization sanity-check CSVs")
+    p.add_argument(
+        "--statistics",
+        type=_json,
+        default={},
+        help='bootstrap settings as JSON: {"resamples": 1000, "confidence": 0.95, "seed": 0}',
+    )
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
+    p.add_argument("--out-tex", default="")
+    p.add_argument("--comparison-csv", default="")
+    p.add_argument("--comparison-md", default="")
+    p.add_argument("--comparison-tex", default="")
     p.set_defaults(func=cmd_summarize)
 
-    p = sub.add_parser("plot", help="draw one figure")
-    p.add_argument("figure", choices=["heatmap", "curves", "grid", "training"])
+    p = sub.add_parser(
+        "randomization",
+        help="model parameter randomization sanity check of one method on one model",
+    )
+    p.add_argument("--model", required=True, help="checkpoint (.pt)")
+    p.add_argument("--model-name", default="")
+    p.add_argument("--data", required=True, help="test split (.h5): its first --n-images images")
+    p.add_argument("--method", required=True)
+    p.add_argument("--params", type=_json, default={}, help="method parameters, as JSON")
+    p.add_argument("--layer", default="", help="dotted target layer path (default: the model's)")
+    p.add_argument("--n-images", type=int, default=32)
+    p.add_argument("--target", choices=["label", "predicted"], default="label")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="seed of the re-initializations")
     p.add_argument(
-        "inputs", nargs="+", help="summary.csv | curve .npz files | saliency .h5 files | histories"
+        "--threshold",
+        type=float,
+        default=0.99,
+        help="flag the method as model-independent when its mean Spearman correlation "
+        "stays at or above this through the cascade",
+    )
+    p.add_argument("--out", required=True, help="CSV, one row per cascade step")
+    _add_runtime(p)
+    p.set_defaults(func=cmd_randomization)
+
+    p = sub.add_parser("plot", help="draw one figure (PNG, and a PDF beside it)")
+    p.add_argument(
+        "figure",
+        choices=["heatmap", "bars", "distributions", "curves", "grid", "training", "randomization"],
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="summary.csv (heatmap, bars) | per-image CSVs (distributions) | curve .npz files "
+        "| saliency .h5 files (grid) | histories (training) | randomization CSVs",
     )
     p.add_argument("--data", help="test split, for the saliency grid")
     p.add_argument("--n-images", type=int, default=6)
     p.add_argument("--title", default="")
-    p.add_argument("--out", required=True)
+    p.add_argument("--threshold", type=float, default=0.99, help="randomization: flag threshold")
+    p.add_argument("--out", required=True, help="the PNG; the PDF gets the same name")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("cache", help="saliency cache tools")

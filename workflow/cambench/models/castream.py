@@ -22,7 +22,9 @@ The backbone and the classifier come from a trained base model, keep their names
 eval mode (frozen batch-norm statistics) even when the model is put in train mode.
 Only ``stream.*`` (``q_0`` and the ``W_ℓ``) learns.
 
-Supported bases: cambench's ``SmallResNet`` and torchvision's ``ResNet`` (18/34/50/…).
+Supported bases: cambench's ``SmallResNet``, its wrapped torchvision ResNets (archs
+``resnet18``/``resnet34``/``resnet50``, whose ``castream_stem`` names the modules before
+``layer1``, input normalization included) and torchvision's bare ``ResNet``.
 """
 
 from __future__ import annotations
@@ -92,9 +94,14 @@ def _backbone_layout(base: nn.Module) -> list[str]:
         return ["normalize", "stem"]
     if isinstance(base, ResNet):
         return ["conv1", "bn1", "relu", "maxpool"]
+    stem = getattr(base, "castream_stem", None)  # cambench's wrapped torchvision ResNets
+    if stem:
+        return list(stem)
+    name = type(base).__name__
+    arch = getattr(base, "arch", None)
     raise ValueError(
-        f"CA-Stream supports cambench's SmallResNet and torchvision ResNets as base models, "
-        f"not {type(base).__name__}"
+        "CA-Stream supports cambench's SmallResNet, its resnet18/34/50 archs and torchvision "
+        f"ResNets as base models, not {name}" + (f" (arch {arch})" if arch else "")
     )
 
 

@@ -1,4 +1,4 @@
-"""Training loops: one loop, with cross-entropy or gradient-aligned objectives."""
+"""Training: one resumable loop, with cross-entropy or gradient-aligned objectives."""
 
 from cambench.training.gradalign import (
     DISTANCES,
@@ -7,15 +7,31 @@ from cambench.training.gradalign import (
     gradient_cosine,
     gradient_distance,
 )
-from cambench.training.loop import TrainConfig, evaluate_accuracy, train_model
+from cambench.training.loop import (
+    OPTIMIZERS,
+    SCHEDULES,
+    TrainConfig,
+    TrainConfigError,
+    build_optimizer,
+    effective_augment,
+    evaluate_accuracy,
+    lr_factor,
+    train_model,
+)
 
 __all__ = [
     "DISTANCES",
+    "OPTIMIZERS",
+    "SCHEDULES",
     "CrossEntropyObjective",
     "GradAlignObjective",
     "TrainConfig",
+    "TrainConfigError",
+    "build_optimizer",
+    "effective_augment",
     "evaluate_accuracy",
     "gradient_cosine",
     "gradient_distance",
+    "lr_factor",
     "train_model",
 ]

@@ -47,22 +47,29 @@ def gradient_distance(g: torch.Tensor, target: torch.Tensor, distance: str) -> t
 
 @dataclass
 class CrossEntropyObjective:
-    """Plain cross-entropy (baseline and CA-Stream training)."""
+    """Plain cross-entropy (baseline and CA-Stream training), optionally label-smoothed."""
+
+    label_smoothing: float = 0.0
 
     def __call__(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         logits = model(images)
-        loss = F.cross_entropy(logits, labels)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         return loss, logits, {"ce": loss}
 
 
 @dataclass
 class GradAlignObjective:
-    """``CE + λ·d(∂y_t/∂x, guided ∂y_t/∂x)``; returns ``(loss, logits, parts)``."""
+    """``CE + λ·d(∂y_t/∂x, guided ∂y_t/∂x)``; returns ``(loss, logits, parts)``.
+
+    ``label_smoothing`` smooths the cross-entropy only (the alignment term uses the
+    ground-truth class ``t``).
+    """
 
     lam: float = 7.5e-3
     distance: str = "cosine"
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.distance not in DISTANCES:
@@ -78,7 +85,7 @@ class GradAlignObjective:
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         logits, g, guided = standard_and_guided_gradients(model, images, labels, create_graph=True)
-        ce = F.cross_entropy(logits, labels)
+        ce = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         reg = gradient_distance(g, guided, self.distance)
         return ce + self.lam * reg, logits, {"ce": ce, "reg": reg}
 

@@ -1,43 +1,178 @@
-"""Supervised training with SGD and a cosine schedule, one history entry per epoch.
+"""Supervised training, one history entry per epoch, resumable after every epoch.
 
 One loop serves every model kind: the objective (cross-entropy, or cross-entropy
 plus gradient alignment) is a callable, and only parameters that require grad are
 optimized (a CA-Stream model's frozen backbone and classifier are left alone).
+
+Recipe (:class:`TrainConfig`, the training keys of a model's config entry):
+
+- optimizer ``sgd`` (momentum, Nesterov when ``momentum > 0``) or ``adamw``
+  (``momentum`` unused; a typical ``lr`` is 1e-3); ``weight_decay`` applies to every
+  trained parameter;
+- learning rate set before every optimizer step from the global step ``s``: a linear
+  warmup over ``warmup_epochs`` (the factor rises as ``(s + 1) / warmup_steps``), times
+  ``cosine`` (from ``lr`` after the warmup to 0 at the end) or ``step`` (multiplied by
+  ``gamma`` every ``step_size`` epochs, counted from the start);
+- ``label_smoothing`` of the cross-entropy;
+- on CUDA only: bf16 mixed precision (``amp``, autocast around the forward and the
+  objective; no loss scaling is needed for bf16) and ``channels_last`` memory format,
+  both on by default there and ignored on the CPU (so CPU runs stay bit-reproducible).
+
+Augmentation: :func:`cambench.data.augment.augment_batch` on the device, configured
+by the dataset's ``augment`` mapping (the train command gets it resolved with the
+dataset's defaults). ``train_model(augment=None)`` keeps the historical behaviour:
+horizontal flips only. A model's ``hflip`` key, when given, overrides the augment
+mapping's ``hflip`` (backward compatible with configs that set it per model).
+
+Data: the splits are in-memory uint8 tensors; each batch is indexed from them,
+moved to the device and converted there. There is no DataLoader, so no worker
+processes: ``--threads`` only sets torch's intra-op threads.
+
+Reproducibility and resumption: batches and augmentations are drawn from one
+generator seeded from ``seed``, so a CPU run is bit-reproducible. With
+``resume_path``, after every epoch the loop atomically writes the model, optimizer
+and generator states, the global torch RNG state (dropout, stochastic depth), the
+global step (the schedule is a function of it) and the history; a later call with
+the same setup (configs, augmentation, objective, data and initial weights — a
+fingerprint is stored) continues after the last finished epoch and ends with the
+same weights, bit for bit on the CPU, as an uninterrupted run. A resume file of
+another setup is ignored (and replaced after the first epoch). The caller deletes
+the file once it has saved the trained model (``cambench train`` does).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from cambench.atomic import atomic_output
+from cambench.data.augment import augment_batch, check_augment
 from cambench.data.store import Split
 from cambench.training.gradalign import CrossEntropyObjective, gradient_cosine
 
 PROBE_SIZE = 64  # the fixed held-out batch of grad_cosine: the first test images
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step")
+RESUME_FORMAT = 1
+
+
+class TrainConfigError(ValueError):
+    """A bad training hyperparameter; ``key`` names it."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
 
 
 @dataclass
 class TrainConfig:
-    """The training hyperparameters of a model's config entry."""
+    """The training hyperparameters of a model's config entry (see the module doc).
+
+    ``hflip``: None follows the augmentation config, True/False overrides its flip.
+    ``amp`` / ``channels_last``: None = on when training on CUDA; always off on CPU.
+    """
 
     epochs: int = 10
     batch_size: int = 128
+    optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    hflip: bool = True
+    schedule: str = "cosine"
+    step_size: int = 30
+    gamma: float = 0.1
+    warmup_epochs: float = 0
+    label_smoothing: float = 0.0
+    hflip: bool | None = None
+    amp: bool | None = None
+    channels_last: bool | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, key: str, problem: str) -> None:
+            if not ok:
+                raise TrainConfigError(key, f"{problem}, got {getattr(self, key)!r}")
+
+        def number(key: str) -> bool:
+            value = getattr(self, key)
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        for key in ("epochs", "batch_size", "step_size", "seed"):
+            value = getattr(self, key)
+            need(isinstance(value, int) and not isinstance(value, bool), key, "must be an integer")
+        need(self.epochs >= 1, "epochs", "must be >= 1")
+        need(self.batch_size >= 1, "batch_size", "must be >= 1")
+        need(self.step_size >= 1, "step_size", "must be >= 1")
+        need(self.seed >= 0, "seed", "must be >= 0")
+        need(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
+        need(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}")
+        need(number("lr") and self.lr > 0, "lr", "must be a number > 0")
+        for key in ("momentum", "weight_decay", "gamma", "warmup_epochs"):
+            need(number(key) and getattr(self, key) >= 0, key, "must be a number >= 0")
+        need(
+            self.warmup_epochs <= self.epochs, "warmup_epochs", f"must be <= epochs ({self.epochs})"
+        )
+        need(
+            number("label_smoothing") and 0 <= self.label_smoothing < 1,
+            "label_smoothing",
+            "must be a number in [0, 1)",
+        )
+        for key in ("hflip", "amp", "channels_last"):
+            need(getattr(self, key) in (None, True, False), key, "must be true or false")
 
     @classmethod
     def from_model_config(cls, model_config: dict[str, Any]) -> TrainConfig:
+        """The training keys of a model config (others are ignored); TrainConfigError
+        names a bad one."""
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in model_config.items() if k in names})
+
+
+def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) over ``config.lr``."""
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    warm = (step + 1) / warmup_steps if step < warmup_steps else 1.0
+    if config.schedule == "step":
+        return warm * config.gamma ** (step // (config.step_size * steps_per_epoch))
+    total = config.epochs * steps_per_epoch
+    progress = min(max(step - warmup_steps, 0) / max(total - warmup_steps, 1), 1.0)
+    return warm * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (Nesterov momentum) or AdamW, from ``config``."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        params,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.momentum > 0,
+    )
+
+
+def effective_augment(config: TrainConfig, augment: dict[str, Any] | None) -> dict[str, Any]:
+    """The augmentation the loop applies: ``augment`` (None: hflip only) with the
+    model's ``hflip`` override, completed and checked by :func:`check_augment`."""
+    out = {"hflip": True} if augment is None else dict(augment)
+    if config.hflip is not None:
+        out["hflip"] = config.hflip
+    return check_augment(out)
 
 
 @torch.no_grad()
@@ -56,6 +191,82 @@ def evaluate_accuracy(
     return correct / max(len(split), 1)
 
 
+# --------------------------------------------------------------------------- resuming
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def state_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's state dict (names, shapes and bits)."""
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(f"{key}{tuple(value.shape)}{value.dtype}".encode())
+        digest.update(_tensor_bytes(value))
+    return digest.hexdigest()
+
+
+def split_digest(split: Split, samples: int = 256) -> str:
+    """A cheap fingerprint of a split: shapes, every label, and ~``samples`` images."""
+    digest = hashlib.sha256(f"{tuple(split.images.shape)}{split.class_names}".encode())
+    digest.update(_tensor_bytes(split.labels))
+    digest.update(_tensor_bytes(split.images[:: max(1, len(split) // samples)]))
+    return digest.hexdigest()
+
+
+def _objective_id(objective: Callable) -> str:
+    if dataclasses.is_dataclass(objective):
+        return f"{type(objective).__name__}{dataclasses.asdict(objective)}"
+    return type(objective).__name__
+
+
+def resume_fingerprint(
+    model: nn.Module,
+    train: Split,
+    test: Split,
+    config: TrainConfig,
+    augment: dict[str, Any],
+    objective: Callable,
+    device: torch.device,
+) -> str:
+    """What a resume file must match: configs, augmentation, objective, device type,
+    data and the initial weights."""
+    key = {
+        "config": dataclasses.asdict(config),
+        "augment": augment,
+        "objective": _objective_id(objective),
+        "device": device.type,
+        "train": split_digest(train),
+        "test": split_digest(test),
+        "model": state_digest(model),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _read_resume(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a damaged file: start over
+        print(f"ignoring unreadable resume file {path} ({err})")
+        return None
+    if state.get("format") != RESUME_FORMAT or state.get("fingerprint") != fingerprint:
+        print(f"ignoring resume file {path}: it belongs to another training setup")
+        return None
+    print(f"resuming from {path} after epoch {state['epoch']}")
+    return state
+
+
+def _write_resume(path: Path, state: dict[str, Any]) -> None:
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
 def train_model(
     model: nn.Module,
     train: Split,
@@ -64,47 +275,76 @@ def train_model(
     device: torch.device,
     progress: bool = True,
     objective: Callable | None = None,
+    augment: dict[str, Any] | None = None,
+    resume_path: str | os.PathLike | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place; return the per-epoch history.
 
     ``objective(model, images, labels) -> (loss, logits, parts)`` defaults to
-    cross-entropy; ``parts`` holds ``ce`` and, where present, ``reg``. Per epoch the
-    history records ``train_loss``, ``train_ce``, ``train_reg`` (where present),
-    ``train_acc``, ``test_acc``, ``lr``, ``seconds`` (the training steps only) and
-    ``grad_cosine``: the mean cosine between the standard and guided input gradients
-    of the first ``PROBE_SIZE`` test images and their labels (eval mode).
+    cross-entropy with ``config.label_smoothing`` (an objective given must have the
+    same ``label_smoothing``); ``parts`` holds ``ce`` and, where present, ``reg``. Per
+    epoch the history records ``epoch``, ``train_loss``, ``train_ce``, ``train_reg``
+    (where present), ``train_acc``, ``test_acc``, ``lr`` (after the epoch's last
+    step), ``seconds`` (the training steps only) and ``grad_cosine``: the mean cosine
+    between the standard and guided input gradients of the first ``PROBE_SIZE`` test
+    images and their labels (eval mode; NaN for models guided backpropagation does
+    not apply to).
 
-    Batches are drawn by a generator seeded from ``config.seed``, so a CPU run is
-    bit-reproducible. Images stay uint8 until the batch is on the device.
+    ``augment``: the dataset's augment mapping (see :func:`effective_augment`).
+    ``resume_path``: where to keep the per-epoch resume state (see the module doc).
+    Images stay uint8 until the batch is on the device.
     """
-    objective = objective or CrossEntropyObjective()
+    objective = objective or CrossEntropyObjective(label_smoothing=config.label_smoothing)
+    smoothing = getattr(objective, "label_smoothing", config.label_smoothing)
+    if smoothing != config.label_smoothing:
+        raise ValueError(
+            f"the objective's label_smoothing ({smoothing}) differs from the training "
+            f"config's ({config.label_smoothing})"
+        )
     check = getattr(objective, "check", None)
     if check is not None:
         check(model)  # fail before the first step, not after an epoch
-    model.to(device)
+    augment = effective_augment(config, augment)
+    on_cuda = device.type == "cuda"
+    use_amp = on_cuda and config.amp is not False
+    channels_last = on_cuda and config.channels_last is not False
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    fingerprint = (
+        resume_fingerprint(model, train, test, config, augment, objective, device)
+        if resume_path is not None
+        else ""
+    )
+    model.to(device=device, memory_format=memory_format)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{type(model).__name__} has no trainable parameters")
     probe_images = test.float_images(slice(0, PROBE_SIZE)).to(device)
     probe_labels = test.labels[:PROBE_SIZE].to(device)
-    optimizer = torch.optim.SGD(
-        params,
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        nesterov=config.momentum > 0,
-    )
+    optimizer = build_optimizer(params, config)
     steps_per_epoch = -(-len(train) // config.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, config.epochs * steps_per_epoch
-    )
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
-    for epoch in range(1, config.epochs + 1):
+    first_epoch, step = 1, 0
+    resume = Path(resume_path) if resume_path is not None else None
+    state = _read_resume(resume, fingerprint) if resume is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if on_cuda and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        history = list(state["history"])
+        first_epoch, step = int(state["epoch"]) + 1, int(state["step"])
+    autocast = (
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+        if use_amp
+        else contextlib.nullcontext
+    )
+    for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         start = time.perf_counter()
         order = torch.randperm(len(train), generator=generator)
-        flips = torch.rand(len(train), generator=generator) < 0.5
         sums: dict[str, float] = {}
         correct = 0
         bar = tqdm(
@@ -113,18 +353,20 @@ def train_model(
             disable=not progress,
             leave=False,
         )
-        for step in bar:
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+        for batch in bar:
+            idx = order[batch * config.batch_size : (batch + 1) * config.batch_size]
             images = train.images[idx].to(device).float().div_(255.0)
             labels = train.labels[idx].to(device)
-            if config.hflip:
-                flip = flips[idx].to(device).view(-1, 1, 1, 1)
-                images = torch.where(flip, images.flip(3), images)
-            loss, logits, parts = objective(model, images, labels)
+            images = augment_batch(images, augment, generator)
+            images = images.contiguous(memory_format=memory_format)
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * lr_factor(config, step, steps_per_epoch)
+            with autocast():
+                loss, logits, parts = objective(model, images, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step()
+            step += 1
             for key, value in {"loss": loss, **parts}.items():
                 sums[key] = sums.get(key, 0.0) + value.item() * len(idx)
             correct += int((logits.argmax(1) == labels).sum())
@@ -135,14 +377,31 @@ def train_model(
             train_acc=correct / len(train),
             test_acc=evaluate_accuracy(model, test, device),
             grad_cosine=gradient_cosine(model, probe_images, probe_labels),
-            lr=optimizer.param_groups[0]["lr"],
+            lr=config.lr * lr_factor(config, step, steps_per_epoch),
             seconds=seconds,
         )
         history.append(entry)
+        if resume is not None:
+            _write_resume(
+                resume,
+                {
+                    "format": RESUME_FORMAT,
+                    "fingerprint": fingerprint,
+                    "epoch": epoch,
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if on_cuda else None,
+                    "history": history,
+                },
+            )
         if progress:
             tqdm.write(
                 f"epoch {epoch}/{config.epochs}: loss {entry['train_loss']:.4f} "
                 f"train acc {entry['train_acc']:.3f} test acc {entry['test_acc']:.3f} ({seconds:.1f} s)"
             )
+    model.to(memory_format=torch.contiguous_format)
     model.eval()
     return history
