@@ -87,6 +87,7 @@ def test_method_applies_by_model_kind():
     assert not method_applies({"kind": "baseline"}, "castream_attention")
     assert not method_applies({"kind": "castream"}, "cam")
     assert method_applies({}, "cam") and method_applies({"kind": "gradalign"}, "gradcam")
+    assert not method_applies({"arch": "mobilenet_v2"}, "cam")
 
 
 def test_castream_base_must_be_a_plain_model():

@@ -39,7 +39,7 @@ def check_config(config: dict[str, Any]) -> None:
             METHODS[name].resolve_params(params or {})
         except ValueError as err:
             raise ValueError(f"config key 'methods.{name}': {err}") from None
-    from cambench.models import check_model_config
+    from cambench.models import CASTREAM_BASE_ARCHS, check_model_config
 
     models = config.get("models") or {}
     for name, model in models.items():
@@ -54,17 +54,25 @@ def check_config(config: dict[str, Any]) -> None:
                 f"config key 'models.{name}.base': the base of a CA-Stream model must be a "
                 f"baseline or gradalign model, not {base!r}"
             )
-
-
-# Methods that need a particular kind of model (all others apply to every model).
-METHOD_KINDS = {"castream_attention": ("castream",), "cam": ("baseline", "gradalign")}
+        base_arch = models[base].get("arch", "resnet_small")
+        if base_arch not in CASTREAM_BASE_ARCHS:
+            raise ValueError(
+                f"config key 'models.{name}.base': CA-Stream supports {', '.join(CASTREAM_BASE_ARCHS)}; "
+                f"base model {base!r} is {base_arch!r}"
+            )
 
 
 def method_applies(model_config: dict[str, Any], method: str) -> bool:
-    """Whether ``method`` is defined for this model (``cam`` needs a GAP head,
-    ``castream_attention`` a CA-Stream model); the workflow skips other pairs."""
-    kinds = METHOD_KINDS.get(method)
-    return kinds is None or model_config.get("kind", "baseline") in kinds
+    """Whether ``method`` is defined for this model: ``cam`` needs a GAP → ``fc`` head,
+    ``castream_attention`` a CA-Stream model. The workflow skips the other pairs."""
+    from cambench.models import GAP_FC_ARCHS
+
+    kind = model_config.get("kind", "baseline")
+    if method == "castream_attention":
+        return kind == "castream"
+    if method == "cam":
+        return kind != "castream" and model_config.get("arch", "resnet_small") in GAP_FC_ARCHS
+    return True
 
 
 def method_params(config: dict[str, Any], method: str) -> dict[str, Any]:
