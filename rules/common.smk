@@ -5,7 +5,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # import this checkout
 
-from cambench.config import apply_experiment, as_json, check_config, method_params
+from cambench.config import (
+    apply_experiment,
+    as_json,
+    check_config,
+    method_applies,
+    method_params,
+)
 from cambench.provenance import stage_digest
 
 apply_experiment(config, workflow.config_settings.overwrite_config)
@@ -58,8 +64,37 @@ def model_layer(wildcards):
     return config["models"][wildcards.model].get("layer", "")
 
 
+def methods_for(model):
+    """The configured methods that apply to ``model`` (see cambench.config.method_applies)."""
+    return [m for m in METHODS if method_applies(config["models"][model], m)]
+
+
+def per_method(pattern, model, shards=SHARDS):
+    """``pattern`` filled for every applicable method (and shard) of ``model``."""
+    return [
+        pattern.format(model=model, method=m, shard=s)
+        for m in methods_for(model)
+        for s in shards
+    ]
+
+
+def per_pair(pattern, shards=SHARDS):
+    """``pattern`` filled for every applicable model × method (and shard)."""
+    return [path for model in MODELS for path in per_method(pattern, model, shards)]
+
+
 PLOTS = (
-    [f"{RESULTS}/plots/summary_heatmap.png", f"{RESULTS}/plots/training.png"]
+    [
+        f"{RESULTS}/plots/summary_heatmap.png",
+        f"{RESULTS}/plots/metric_bars.png",
+        f"{RESULTS}/plots/training.png",
+    ]
     + expand(f"{RESULTS}/plots/curves_{{model}}.png", model=MODELS)
+    + expand(f"{RESULTS}/plots/distributions_{{model}}.png", model=MODELS)
     + expand(f"{RESULTS}/plots/saliency_grid_{{model}}.png", model=MODELS)
+    + (
+        [f"{RESULTS}/plots/randomization.png"]
+        if (config.get("sanity") or {}).get("randomization")
+        else []
+    )
 )

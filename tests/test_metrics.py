@@ -19,6 +19,7 @@ from cambench.metrics import (
     make_substrate,
     step_pixel_counts,
 )
+from cambench.metrics.protocols import resolve_protocol
 
 # ----------------------------------------------------------------------------- models
 
@@ -334,10 +335,45 @@ def test_localization_hand_computed():
     result = localization(maps, masks)
     assert torch.equal(result.pointing, torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0]))
     assert torch.allclose(result.energy, torch.tensor([0.85, 0.15, 0.0, 0.0, 0.5]), atol=1e-6)
+    # IoU of {map > mean} with the mask. peaked: mean 2/9, region {0.5 at (1,1), 1.0 at
+    # (0,2), 0.3 at (2,2)} (0.2 < 2/9 is out). Image 0: mask {(0,1), (0,2), (1,1)}:
+    # intersection 2, union 4. Image 1: mask = row 2: intersection 1 (the 0.3), union 5.
+    # Zero maps: empty region, IoU 0. tied: mean 2/9, region {(0,1), (1,2)}, mask
+    # {(1,2)}: 1 / 2.
+    assert torch.allclose(result.iou, torch.tensor([0.5, 0.2, 0.0, 0.0, 0.5]), atol=1e-6)
     for other in (masks.float(), masks.to(torch.uint8)):
         again = localization(maps, other)
         assert torch.equal(again.pointing, result.pointing)
         assert torch.equal(again.energy, result.energy)
+        assert torch.equal(again.iou, result.iou)
+
+
+def test_pointing_game_tolerance_by_hand():
+    # 7 x 7 map peaked at (1, 1); the object is the single pixel (4, 5): Euclidean
+    # distance sqrt(3^2 + 4^2) = 5 from the peak.
+    maps = torch.zeros(1, 7, 7)
+    maps[0, 1, 1] = 1.0
+    masks = torch.zeros(1, 7, 7, dtype=torch.bool)
+    masks[0, 4, 5] = True
+    for tolerance, hit in [(0, 0.0), (4, 0.0), (4.99, 0.0), (5, 1.0), (6.5, 1.0)]:
+        result = localization(maps, masks, tolerance=tolerance)
+        assert result.pointing.item() == hit, tolerance
+    # the nearest mask pixel counts: add (1, 3) at distance 2
+    masks[0, 1, 3] = True
+    assert localization(maps, masks, tolerance=2).pointing.item() == 1.0
+    assert localization(maps, masks, tolerance=1.9).pointing.item() == 0.0
+    # tolerance does not change the energy or the IoU
+    a, b = localization(maps, masks), localization(maps, masks, tolerance=3)
+    assert torch.equal(a.energy, b.energy) and torch.equal(a.iou, b.iou)
+
+
+def test_localization_without_object_is_nan():
+    maps = torch.rand(2, 4, 4)
+    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    masks[1, 2, 2] = True
+    result = localization(maps, masks, tolerance=1)
+    for scores in (result.pointing, result.energy, result.iou):
+        assert torch.isnan(scores[0]) and torch.isfinite(scores[1])
 
 
 # ------------------------------------------------------------------ modes and validation
@@ -411,6 +447,63 @@ def test_localization_validation():
         localization(maps, torch.ones(2, 4, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="0 and 1"):
         localization(maps, torch.full((2, 4, 4), 0.5))
+    with pytest.raises(ValueError, match="tolerance"):
+        localization(maps, maps > 0.5, tolerance=-1)
+
+
+# ---------------------------------------------------------------------------- protocols
+
+
+@pytest.mark.parametrize(
+    ("config", "height", "target", "expected"),
+    [
+        ({"protocol": "opticam"}, 32, "predicted", (32, "blur", "black")),
+        ({"protocol": "opticam"}, 224, "predicted", (224, "blur", "black")),
+        ({"protocol": "castream"}, 224, "label", (28, "blur", "black")),
+        ({"protocol": "castream"}, 32, "label", (4, "blur", "black")),
+        ({}, 32, "label", (32, "blur", "black")),  # custom: one row per step by default
+        (
+            {"protocol": "custom", "steps": 8, "insertion_substrate": "mean"},
+            32,
+            "predicted",
+            (8, "mean", "black"),
+        ),
+        # a preset's own values may be spelt out
+        (
+            {"protocol": "opticam", "steps": 32, "blur_sigma": 5.0},
+            32,
+            "predicted",
+            (32, "blur", "black"),
+        ),
+    ],
+)
+def test_protocol_presets(config, height, target, expected):
+    protocol = resolve_protocol(config, height, target)
+    assert protocol.steps == expected[0]
+    assert (protocol.insertion_substrate, protocol.deletion_substrate) == expected[1:]
+    assert protocol.target == target
+    assert protocol.name == config.get("protocol", "custom")
+    # the resolved protocol resolves to itself (it is what the results record)
+    assert resolve_protocol(protocol.to_dict(), height, target) == protocol
+    assert protocol.name in protocol.describe(height)
+
+
+@pytest.mark.parametrize(
+    ("config", "target", "message"),
+    [
+        ({"protocol": "opticam"}, "label", "eval.target: predicted"),
+        ({"protocol": "castream"}, "predicted", "eval.target: label"),
+        ({"protocol": "opticam", "steps": 8}, "predicted", "metrics.steps"),
+        ({"protocol": "castream", "deletion_substrate": "blur"}, "label", "deletion_substrate"),
+        ({"protocol": "paper"}, "label", "metrics.protocol"),
+        ({"protocol": "custom", "steps": 0}, "label", "metrics.steps"),
+        ({"protocol": "custom", "insertion_substrate": "noise"}, "label", "substrate"),
+        ({"protocol": "custom", "target": "predicted"}, "label", "explain"),
+    ],
+)
+def test_protocol_errors_name_the_key(config, target, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_protocol(config, 32, target)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -19,6 +19,9 @@ from cambench.plots import (
     METHOD_COLORS,
     method_color,
     plot_curves,
+    plot_distributions,
+    plot_metric_bars,
+    plot_randomization,
     plot_saliency_grid,
     plot_summary_heatmap,
     plot_training,
@@ -53,6 +56,8 @@ def check_png(path: Path, min_side: int = 150) -> np.ndarray:
     assert max(image.shape[:2]) < 6000
     assert image[..., :3].std() > 0.01  # not blank
     assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
+    pdf = path.with_suffix(".pdf")  # every figure has a vector twin
+    assert pdf.is_file() and pdf.read_bytes()[:5] == b"%PDF-"
     return image
 
 
@@ -174,6 +179,111 @@ def test_goodness_respects_direction():
     np.testing.assert_allclose(goodness(values, True), [0.0, 1.0, np.nan, 0.5])
     np.testing.assert_allclose(goodness(values, False), [1.0, 0.0, np.nan, 0.5])
     np.testing.assert_allclose(goodness(np.array([5.0, 5.0]), True), [0.5, 0.5])
+
+
+def test_summary_heatmap_pdf_is_reproducible(tmp_path):
+    csv = write_summary(tmp_path / "summary.csv")
+    plot_summary_heatmap(csv, tmp_path / "a.png")
+    plot_summary_heatmap(csv, tmp_path / "b.png")
+    assert (tmp_path / "a.pdf").read_bytes() == (tmp_path / "b.pdf").read_bytes()
+
+
+# --- bar charts -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_ci", [True, False])
+def test_metric_bars(tmp_path, with_ci):
+    csv = write_summary(tmp_path / "summary.csv")
+    if with_ci:
+        df = pd.read_csv(csv)
+        for column in SUMMARY_COLUMNS[3:]:
+            df[f"{column}_ci_low"] = df[column] - 5
+            df[f"{column}_ci_high"] = df[column] + 3
+        df.to_csv(csv, index=False)
+    out = tmp_path / "plots" / "metric_bars.png"
+    plot_metric_bars(csv, out)
+    check_png(out)
+
+
+def test_metric_bars_bad_input(tmp_path):
+    csv = write_summary(tmp_path / "summary.csv", drop="AG")
+    with pytest.raises(ValueError, match="AG"):
+        plot_metric_bars(csv, tmp_path / "b.png")
+    assert not (tmp_path / "b.png").exists()
+
+
+# --- per-image distributions ------------------------------------------------------------
+
+
+def write_per_image(path: Path, methods=METHODS, n: int = N) -> Path:
+    rng = np.random.default_rng(2)
+    rows = []
+    for method in methods:
+        frame = pd.DataFrame({"model": "baseline", "method": method, "index": np.arange(n)})
+        for column in ("AD", "AG", "insertion", "deletion", "energy_pointing_game", "iou"):
+            frame[column] = rng.uniform(0, 100, n)
+        rows.append(frame)
+    pd.concat(rows).to_csv(path, index=False)
+    return path
+
+
+def test_distributions(tmp_path):
+    files = [write_per_image(tmp_path / "a.csv"), write_per_image(tmp_path / "b.csv", n=3)]
+    out = tmp_path / "plots" / "distributions.png"
+    plot_distributions(files, out, title="baseline")
+    check_png(out)
+
+
+def test_distributions_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        plot_distributions([tmp_path / "nope.csv"], tmp_path / "d.png")
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"method": ["x"], "other": [1.0]}).to_csv(bad, index=False)
+    with pytest.raises(ValueError, match="none of the columns"):
+        plot_distributions([bad], tmp_path / "d.png")
+    with pytest.raises(ValueError):
+        plot_distributions([], tmp_path / "d.png")
+
+
+# --- randomization cascade --------------------------------------------------------------
+
+
+def write_randomization(path: Path, model: str, method: str, flat: bool) -> Path:
+    blocks = ["none", "fc", "layer4", "layer3", "layer2", "layer1", "stem"]
+    rho = np.ones(7) if flat else np.r_[1.0, np.linspace(0.6, 0.05, 6)]
+    pd.DataFrame(
+        {
+            "model": model,
+            "method": method,
+            "step": range(7),
+            "randomized": blocks,
+            "spearman": rho,
+            "ci_low": rho - 0.05,
+            "ci_high": np.minimum(rho + 0.05, 1),
+            "n_images": 8,
+            "model_independent": flat,
+        }
+    ).to_csv(path, index=False)
+    return path
+
+
+def test_randomization_cascade(tmp_path):
+    files = [
+        write_randomization(tmp_path / f"{model}-{method}.csv", model, method, method == "fakecam")
+        for model in ("baseline", "castream")
+        for method in ("gradcam", "fakecam", "random")
+    ]
+    out = tmp_path / "plots" / "randomization.png"
+    plot_randomization(files, out)
+    check_png(out)
+
+
+def test_randomization_bad_input(tmp_path):
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"model": ["m"], "method": ["x"], "step": [0]}).to_csv(bad, index=False)
+    with pytest.raises(ValueError, match="spearman") as err:
+        plot_randomization([bad], tmp_path / "r.png")
+    assert str(bad) in str(err.value)
 
 
 # --- curves -----------------------------------------------------------------------------

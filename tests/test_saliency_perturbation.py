@@ -70,17 +70,45 @@ def _record_batch_sizes(model):
 
 
 @pytest.mark.parametrize("method", sorted(PEER))
-@pytest.mark.parametrize("split", [True, False])
-def test_no_forward_sees_more_than_batch_size_images(
-    method, split, small_resnet, images, targets, monkeypatch
-):
-    if not split:
-        monkeypatch.setattr(score_cams, "trace_tail", lambda model, layer: None)
+def test_no_forward_sees_more_than_batch_size_images(method, small_resnet, images, targets):
+    # Forward hooks keep Ablation-CAM on whole-model forwards (the general path).
     sizes, handles = _record_batch_sizes(small_resnet)
+    assert score_cams.trace_tail(small_resnet, small_resnet.layer4) is None
     explain(method, small_resnet, images, targets, batch_size=4)
     for h in handles:
         h.remove()
     assert sizes and max(sizes) <= 4
+
+
+class _Recorder(nn.Module):
+    def __init__(self, inner, sizes):
+        super().__init__()
+        self.inner, self.sizes = inner, sizes
+
+    def forward(self, x, *context):
+        self.sizes.append(len(x))
+        return self.inner(x, *context)
+
+
+def test_no_tail_call_sees_more_than_batch_size_rows(small_resnet, images, targets, monkeypatch):
+    sizes: list[int] = []
+    real_trace, real_activations = score_cams.trace_tail, score_cams.activations
+
+    def trace(model, layer):
+        split = real_trace(model, layer)
+        head = None if split.head is None else _Recorder(split.head, sizes)
+        return score_cams.ModelTail(_Recorder(split.tail, sizes), head)
+
+    def clean(model, images, layer):
+        sizes.append(len(images))
+        return real_activations(model, images, layer)
+
+    monkeypatch.setattr(score_cams, "trace_tail", trace)
+    monkeypatch.setattr(score_cams, "activations", clean)
+    for layer in ("layer4", "layer3.0.conv2"):  # without and with a head
+        sizes.clear()
+        explain("ablationcam", small_resnet, images, targets, layer=layer, batch_size=4)
+        assert len(sizes) > 20 and max(sizes) <= 4
 
 
 def test_batch_size_must_be_positive(small_resnet, images, targets):
@@ -183,12 +211,64 @@ class _HookedHead(_Untraceable):
 def test_ablation_falls_back_to_whole_forwards(cls, images, targets, monkeypatch):
     torch.manual_seed(0)
     model = cls().eval()
+    split = score_cams.trace_tail(model, model.features)
+    if cls is _BatchSizeAcrossLayer:
+        assert split is not None and score_cams._context_values(split, images, 4) is None
+    else:
+        assert split is None
     fast, slow = _ablationcam_both_ways(model, images, targets, "features", monkeypatch)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=0)
     with AblationCAM(model=model, target_layers=[model.features], batch_size=16) as peer:
         reference = peer(input_tensor=images, targets=_targets(targets))
     reference = minmax_normalize(torch.from_numpy(reference).float())
     assert (fast - reference).abs().max() <= 1e-4
+
+
+class _RemembersFeatures(_Untraceable):
+    """A forward that stores an attribute (as CA-Stream keeps its attention)."""
+
+    def forward(self, x):
+        a = self.features(self.normalize(x))
+        self.remembered = a.detach()
+        return self.fc(a.mean((2, 3)))
+
+
+def test_tracing_leaves_no_symbolic_attributes_behind(images, targets, monkeypatch):
+    torch.manual_seed(0)
+    model = _RemembersFeatures().eval()
+    assert score_cams.trace_tail(model, model.features) is not None
+    assert not hasattr(model, "remembered")
+    explain("ablationcam", model, images, targets, layer="features")
+    # The last real forward was the clean one (the split sets no attributes).
+    assert isinstance(model.remembered, torch.Tensor)  # not a Proxy
+    assert model.remembered.shape[0] == len(images)
+    fast, slow = _ablationcam_both_ways(model, images, targets, "features", monkeypatch)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=0)
+
+
+def test_ablation_checks_the_split_before_using_it(small_resnet, images, targets, monkeypatch):
+    """A split that does not reproduce the model's logits is not used."""
+    real_trace = score_cams.trace_tail
+
+    def wrong(model, layer):
+        split = real_trace(model, layer)
+        return score_cams.ModelTail(_Scaled(split.tail), split.head)
+
+    with monkeypatch.context() as m:
+        _general_path(m)
+        slow = explain("ablationcam", small_resnet, images, targets, batch_size=16)
+    monkeypatch.setattr(score_cams, "trace_tail", wrong)
+    checked = explain("ablationcam", small_resnet, images, targets, batch_size=16)
+    torch.testing.assert_close(checked, slow, atol=1e-5, rtol=0)
+
+
+class _Scaled(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args):
+        return self.inner(*args) * 1.01
 
 
 def test_ablation_weights_by_hand(small_resnet, images, targets):
@@ -244,7 +324,7 @@ def _plain_opticam(model, image, target, iterations, lr=0.1):
     """Opti-CAM for one image, written out as in the paper."""
     model = copy.deepcopy(model).eval().requires_grad_(False)
     a = _layer4_acts(model, image[None])[0]
-    u = torch.zeros(a.shape[0], requires_grad=True)
+    u = torch.zeros(a.shape[0], dtype=a.dtype, requires_grad=True)
     optimizer = torch.optim.Adam([u], lr=lr)
     for _ in range(iterations):
         s = (torch.softmax(u, 0)[:, None, None] * a).sum(0)
@@ -259,9 +339,16 @@ def _plain_opticam(model, image, target, iterations, lr=0.1):
 
 
 def test_opticam_equals_a_plain_per_image_loop(small_resnet, images, targets):
-    ours = explain("opticam", small_resnet, images, targets, iterations=20)
+    """In float64: in float32, Adam (which divides each gradient component by its own
+    size) turns the rounding noise of the zero gradients of dead channels into steps
+    of size lr, which cambench avoids by zeroing them (see opticam)."""
+    model, images = small_resnet.double(), images.double()
+    ours = explain("opticam", model, images, targets, iterations=20)
     plain = torch.stack(
-        [_plain_opticam(small_resnet, x, int(t), iterations=20) for x, t in zip(images, targets)]
+        [
+            _plain_opticam(model, x, int(t), iterations=20)
+            for x, t in zip(images, targets, strict=True)
+        ]
     )
     torch.testing.assert_close(ours, plain, atol=1e-5, rtol=0)
 
@@ -269,7 +356,7 @@ def test_opticam_equals_a_plain_per_image_loop(small_resnet, images, targets):
 def test_opticam_zero_iterations_is_the_uniform_average(small_resnet, images, targets):
     maps = explain("opticam", small_resnet, images, targets, iterations=0)
     expected = finalize_maps(_layer4_acts(small_resnet, images).mean(1), (32, 32))
-    torch.testing.assert_close(maps, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(maps, expected, atol=1e-5, rtol=0)
 
 
 def test_opticam_options(small_resnet, images, targets):

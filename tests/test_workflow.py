@@ -32,8 +32,20 @@ def test_every_output_exists(run):
             assert (results / "saliency" / "baseline" / method / f"shard-{shard}.h5").exists()
             assert (results / "metrics" / "baseline" / method / f"shard-{shard}.csv").exists()
             assert (results / "metrics" / "baseline" / method / f"shard-{shard}.npz").exists()
-    for png in ("summary_heatmap", "training", "curves_baseline", "saliency_grid_baseline"):
+    for png in (
+        "summary_heatmap",
+        "metric_bars",
+        "training",
+        "curves_baseline",
+        "distributions_baseline",
+        "saliency_grid_baseline",
+    ):
         assert (results / "plots" / f"{png}.png").stat().st_size > 10_000
+        assert (results / "plots" / f"{png}.pdf").stat().st_size > 1_000
+    for table in ("summary", "comparison"):
+        for ext in ("csv", "md", "tex"):
+            assert (results / f"{table}.{ext}").stat().st_size > 50
+    assert not (results / "sanity").exists()  # the sanity check is off in the tiny config
     assert (run / "logs" / "tiny" / "train" / "baseline.log").exists()
     assert (run / "benchmarks" / "runs" / "tiny" / "train" / "baseline.tsv").exists()
     assert not list(results.rglob(".*.tmp"))
@@ -67,8 +79,14 @@ def test_summary_has_one_row_per_model_and_method(run):
     assert (summary["n_images"] == 16).all()
     fakecam = summary.set_index("method").loc["fakecam"]
     assert fakecam["AD"] < 1.0  # Fake-CAM keeps the whole image: no drop
+    assert (summary["AD_ci_low"] <= summary["AD"]).all()
+    assert (summary["AD"] <= summary["AD_ci_high"]).all()
+    assert set(summary["protocol"]) == {"custom"}
     text = (run / "results" / "tiny" / "summary.md").read_text()
     assert "| baseline | gradcam |" in text and "test_accuracy" in text
+    assert "custom: 8 steps" in text and "**" in text
+    comparison = (run / "results" / "tiny" / "comparison.md").read_text()
+    assert "Only one model (baseline)" in comparison
 
 
 def test_nothing_to_do_after_a_complete_run(run):
@@ -87,7 +105,9 @@ def test_changing_one_method_parameter_reruns_only_that_method(run):
         "metrics": 2,
         "summarize": 1,
         "plot_summary": 1,
+        "plot_bars": 1,
         "plot_curves": 1,
+        "plot_distributions": 1,
         "plot_saliency_grid": 1,
         "all": 1,
     }
@@ -102,9 +122,13 @@ def test_report_builds_with_every_figure(run):
     html = (run / "report.html").read_text(errors="replace")
     for name in (
         "summary_heatmap.png",
+        "metric_bars.png",
         "training.png",
         "curves_baseline.png",
+        "distributions_baseline.png",
         "saliency_grid_baseline.png",
+        "summary.csv",
+        "comparison.csv",
     ):
         assert name in html
 
@@ -124,7 +148,9 @@ def _dry_run_with(run, name: str, **changes) -> dict[str, int]:
 AGGREGATES = {
     "summarize": 1,
     "plot_summary": 1,
+    "plot_bars": 1,
     "plot_curves": 1,
+    "plot_distributions": 1,
     "plot_saliency_grid": 1,
     "all": 1,
 }
@@ -179,4 +205,76 @@ def test_changing_metric_code_reruns_metrics_not_saliency(run):
         jobs = planned_jobs(snakemake(run, "-n", "--configfile", "tiny.yaml").stdout)
     finally:
         path.write_text(original)
-    assert jobs == {"metrics": 6, "summarize": 1, "plot_summary": 1, "plot_curves": 1, "all": 1}
+    assert jobs == {
+        "metrics": 6,
+        "summarize": 1,
+        "plot_summary": 1,
+        "plot_bars": 1,
+        "plot_curves": 1,
+        "plot_distributions": 1,
+        "all": 1,
+    }
+
+
+def test_changing_the_bootstrap_reruns_only_the_tables_and_their_figures(run):
+    jobs = _dry_run_with(run, "tiny-stats.yaml", **{"metrics.statistics": {"resamples": 200}})
+    assert jobs == {"summarize": 1, "plot_summary": 1, "plot_bars": 1, "all": 1}
+
+
+def test_changing_the_pointing_tolerance_reruns_metrics_not_saliency(run):
+    jobs = _dry_run_with(run, "tiny-tol.yaml", **{"metrics.pointing_tolerance": 1})
+    assert jobs == {
+        "metrics": 6,
+        "summarize": 1,
+        "plot_summary": 1,
+        "plot_bars": 1,
+        "plot_curves": 1,
+        "plot_distributions": 1,
+        "all": 1,
+    }
+
+
+def test_a_protocol_that_contradicts_the_explained_class_fails_before_any_job(run):
+    name = "tiny-opticam.yaml"
+    config = yaml.safe_load((run / "tiny.yaml").read_text())
+    config["metrics"] = {"protocol": "opticam"}  # the Opti-CAM protocol: predicted class
+    (run / name).write_text(yaml.safe_dump(config))
+    proc = snakemake(run, "-n", "--configfile", name, check=False)
+    assert proc.returncode != 0
+    assert "eval.target: predicted" in proc.stdout + proc.stderr
+
+
+# Last: it adds results (the sanity check) that the tiny config does not ask for.
+def test_randomization_sanity_check_flags_model_independent_methods(run):
+    config = yaml.safe_load((run / "tiny.yaml").read_text())
+    config["sanity"] = {"randomization": True, "n_images": 6}
+    (run / "tiny-sanity.yaml").write_text(yaml.safe_dump(config))
+    plan = planned_jobs(snakemake(run, "-n", "--configfile", "tiny-sanity.yaml").stdout)
+    assert plan == {
+        "randomization": 3,
+        "plot_randomization": 1,
+        "summarize": 1,
+        "plot_summary": 1,
+        "plot_bars": 1,
+        "all": 1,
+    }
+    snakemake(run, "--cores", "2", "--configfile", "tiny-sanity.yaml")
+    results = run / "results" / "tiny"
+    summary = pd.read_csv(results / "summary.csv").set_index("method")
+    assert summary["model_independent"].to_dict() == {
+        "fakecam": True,
+        "gradcam": False,
+        "random": True,
+    }
+    cascade = pd.read_csv(results / "sanity" / "baseline" / "gradcam.csv")
+    assert list(cascade["randomized"]) == [
+        "none",
+        "fc",
+        "layer4",
+        "layer3",
+        "layer2",
+        "layer1",
+        "stem",
+    ]
+    assert (results / "plots" / "randomization.png").stat().st_size > 10_000
+    assert "model-independent" in (results / "summary.md").read_text()

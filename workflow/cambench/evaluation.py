@@ -91,6 +91,11 @@ def run_saliency(
             writer.write(maps, targets, time.perf_counter() - tic)
 
 
+#: Keys of the config's ``metrics`` mapping that the metrics stage reads (the rest,
+#: e.g. ``statistics``, belongs to the summary and is ignored here).
+METRICS_STAGE_KEYS = ("forward_batch_size", "pointing_tolerance")
+
+
 def run_metrics(
     model_path: str | os.PathLike,
     data_path: str | os.PathLike,
@@ -103,14 +108,32 @@ def run_metrics(
     labels: dict[str, str] | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Score one saliency shard; write the per-image CSV and the curves (npz)."""
-    from cambench.metrics import confidence_change, insertion_deletion, localization
+    """Score one saliency shard; write the per-image CSV and the curves (npz).
 
+    ``metrics_config`` is the config's ``metrics`` mapping (or the part of it the
+    metrics rule passes): the insertion/deletion protocol
+    (:func:`cambench.metrics.protocols.resolve_protocol`, resolved here for the
+    images' height and the class the maps explain), ``forward_batch_size`` and
+    ``pointing_tolerance``. The resolved protocol is written into every CSV row
+    (``protocol``, JSON) and into the curve file.
+    """
+    from cambench.metrics import confidence_change, insertion_deletion, localization
+    from cambench.metrics.protocols import PROTOCOL_KEYS, resolve_protocol
+
+    unknown = sorted(set(metrics_config) - {*PROTOCOL_KEYS, *METRICS_STAGE_KEYS, "statistics"})
+    if unknown:
+        raise ValueError(f"unknown metrics setting(s) {unknown}")
     model = load_checkpoint(model_path, map_location=device)
     cache = read_saliency(saliency_path, model_sha256=file_sha256(model_path))
     split: Split = read_split(data_path)
+    target_mode = cache.attrs.get("target_mode") or metrics_config.get("target", "label")
+    try:
+        protocol = resolve_protocol(metrics_config, split.images.shape[-2], str(target_mode))
+    except ValueError as err:
+        raise ValueError(f"{saliency_path}: {err}") from None
+    tolerance = float(metrics_config.get("pointing_tolerance", 0))
+    forward_batch_size = int(metrics_config.get("forward_batch_size", 512))
     ins_curves, del_curves, rows = [], [], []
-    steps = int(metrics_config.get("steps", 32))
     for start in tqdm(
         range(0, len(cache.index), batch_size), desc="metrics", unit="batch", disable=not progress
     ):
@@ -125,14 +148,14 @@ def run_metrics(
             images,
             targets,
             maps,
-            steps=steps,
-            insertion_substrate=metrics_config.get("insertion_substrate", "blur"),
-            deletion_substrate=metrics_config.get("deletion_substrate", "black"),
-            blur_sigma=float(metrics_config.get("blur_sigma", 5.0)),
-            blur_kernel=int(metrics_config.get("blur_kernel", 11)),
-            batch_size=int(metrics_config.get("forward_batch_size", 512)),
+            steps=protocol.steps,
+            insertion_substrate=protocol.insertion_substrate,
+            deletion_substrate=protocol.deletion_substrate,
+            blur_sigma=protocol.blur_sigma,
+            blur_kernel=protocol.blur_kernel,
+            batch_size=forward_batch_size,
         )
-        loc = localization(maps, split.masks[idx].to(device))
+        loc = localization(maps, split.masks[idx].to(device), tolerance=tolerance)
         rows.append(
             {
                 "index": idx.numpy(),
@@ -147,6 +170,7 @@ def run_metrics(
                 "deletion": 100 * curves.deletion_auc.cpu().numpy(),
                 "pointing_game": 100 * loc.pointing.cpu().numpy(),
                 "energy_pointing_game": 100 * loc.energy.cpu().numpy(),
+                "iou": 100 * loc.iou.cpu().numpy(),
             }
         )
         ins_curves.append(curves.insertion.cpu().numpy())
@@ -161,9 +185,11 @@ def run_metrics(
     for key, value in reversed(list((labels or {}).items())):
         frame.insert(0, key, value)
     frame["seconds"] = seconds / max(len(cache.index), 1)
+    frame["pointing_tolerance"] = tolerance
+    frame["protocol"] = protocol.to_json()
     with atomic_output(out_csv) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6g")
-    empty = np.zeros((0, steps + 1), dtype=np.float32)
+    empty = np.zeros((0, protocol.steps + 1), dtype=np.float32)
     with atomic_output(out_curves) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(
             f,
@@ -171,7 +197,7 @@ def run_metrics(
             deletion=np.concatenate(del_curves) if del_curves else empty,
             index=cache.index.numpy(),
             method=np.array(cache.attrs["method"]),
-            protocol=np.array(json.dumps(metrics_config, sort_keys=True)),
+            protocol=np.array(protocol.to_json()),
         )
     return frame
 
@@ -181,11 +207,16 @@ def read_metric_csvs(paths: list[str | os.PathLike]) -> pd.DataFrame:
     frames = []
     for path in paths:
         try:
-            frames.append(pd.read_csv(path))
+            frame = pd.read_csv(path)
         except Exception as err:  # pandas raises many types
             raise ValueError(f"{path}: cannot read per-image metrics ({err})") from err
-    if not frames:
+        if frame.empty:
+            continue
+        frames.append(frame)
+    if not paths:
         raise ValueError("no per-image metric files given")
+    if not frames:
+        raise ValueError(f"the per-image metric files hold no image: {[str(p) for p in paths]}")
     return pd.concat(frames, ignore_index=True)
 
 

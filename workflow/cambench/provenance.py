@@ -112,7 +112,8 @@ def code_digest(*roots: Any) -> str:
 
 @functools.cache
 def stage_digest(stage: str, method: str | None = None) -> str:
-    """The code digest of one workflow stage (``saliency`` also needs the method)."""
+    """The code digest of one workflow stage (``saliency`` and ``sanity`` also need the
+    method)."""
     from cambench import cli
     from cambench.saliency import get_method
 
@@ -123,11 +124,12 @@ def stage_digest(stage: str, method: str | None = None) -> str:
         "metrics": [cli.cmd_metrics],
         "summary": [cli.cmd_summarize],
         "plots": [cli.cmd_plot],
+        "sanity": [cli.cmd_randomization],
     }
     if stage not in roots:
         raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(roots)}")
-    if stage == "saliency":
+    if stage in ("saliency", "sanity"):
         if method is None:
-            raise ValueError("the saliency stage's digest needs the method")
+            raise ValueError(f"the {stage} stage's digest needs the method")
         return code_digest(*roots[stage], get_method(method).fn)
     return code_digest(*roots[stage])

@@ -1,5 +1,7 @@
 """Metrics that score saliency maps: faithfulness (AD, AI, AG, insertion,
-deletion) and localization (pointing game, energy-based pointing game).
+deletion), localization (pointing game, energy-based pointing game, IoU), the
+insertion/deletion protocols, the model-randomization sanity check, and the
+statistics of the summary tables.
 
 Definitions in ``REFERENCES.md`` (section Metrics).
 """
@@ -16,17 +18,27 @@ from cambench.metrics.faithfulness import (
     step_pixel_counts,
 )
 from cambench.metrics.localization import Localization, localization
+from cambench.metrics.protocols import PROTOCOLS, Protocol, resolve_protocol
+from cambench.metrics.randomization import randomization_test, spearman
+from cambench.metrics.statistics import bootstrap_mean_ci, wilcoxon_signed_rank
 
 __all__ = [
     "DEFAULT_BLUR_KERNEL",
     "DEFAULT_BLUR_SIGMA",
+    "PROTOCOLS",
     "SUBSTRATES",
     "ConfidenceChange",
     "InsertionDeletion",
     "Localization",
+    "Protocol",
+    "bootstrap_mean_ci",
     "confidence_change",
     "insertion_deletion",
     "localization",
     "make_substrate",
+    "randomization_test",
+    "resolve_protocol",
+    "spearman",
     "step_pixel_counts",
+    "wilcoxon_signed_rank",
 ]

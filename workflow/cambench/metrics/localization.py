@@ -1,8 +1,9 @@
-"""Localization metrics: pointing game and energy-based pointing game.
+"""Localization metrics: pointing game (with an optional tolerance), energy-based
+pointing game, and the IoU of the map thresholded at its mean.
 
 ``maps`` are float (B, H, W) saliency maps in [0, 1] (any non-negative values
 work); ``masks`` are the ground-truth object masks, bool or 0/1 of the same
-shape. Both are scored per image, batched, on the maps' device.
+shape. Everything is scored per image, batched, on the maps' device.
 """
 
 from __future__ import annotations
@@ -16,34 +17,43 @@ __all__ = ["Localization", "localization"]
 
 @dataclass
 class Localization:
-    """Per-image localization scores.
+    """Per-image localization scores, float32 (B,) each; NaN for an image whose mask
+    is empty (no object to localize: the metric does not apply).
 
-    ``pointing``: (B,) float, 1.0 when the map's maximum falls inside the mask
-    (a hit), 0.0 otherwise (a miss). ``energy``: (B,) share of the map's mass
-    inside the mask, in [0, 1].
+    ``pointing``: 1.0 when the map's maximum falls inside the mask (or within the
+    tolerance of it), 0.0 otherwise. ``energy``: share of the map's mass inside the
+    mask, in [0, 1]. ``iou``: intersection over union of ``{map > mean(map)}`` and the
+    mask, in [0, 1].
     """
 
     pointing: torch.Tensor
     energy: torch.Tensor
+    iou: torch.Tensor
 
 
 @torch.no_grad()
-def localization(maps: torch.Tensor, masks: torch.Tensor) -> Localization:
-    """Pointing game (Zhang et al., 2016) and energy-based pointing game (Wang et al., 2020).
+def localization(maps: torch.Tensor, masks: torch.Tensor, tolerance: float = 0) -> Localization:
+    """Pointing game (Zhang et al., 2016), energy-based pointing game (Wang et al.,
+    2020) and mean-threshold IoU.
 
     Pointing game: the hit pixel is the map's argmax, the first maximal pixel in
-    row-major (flattened) order when several pixels share the maximum; there is
-    no tolerance margin around the mask. An all-zero (constant) map therefore
-    points at pixel (0, 0), the top-left corner: a hit exactly when that pixel is
-    in the mask.
+    row-major (flattened) order when several pixels share the maximum. It is a hit
+    when its Euclidean distance to the nearest mask pixel is at most ``tolerance``
+    pixels (0: the pixel itself must be in the mask; Zhang et al. used 15 pixels on
+    224-pixel images), i.e. when it lies in the mask dilated by a disk of radius
+    ``tolerance``. An all-zero (constant) map points at pixel (0, 0).
 
     Energy: ``sum(map * mask) / sum(map)``, defined as 0 where ``sum(map) == 0``
-    (an all-zero map). Maps are expected non-negative (cambench maps are in
-    [0, 1]), so the energy lies in [0, 1].
+    (an all-zero map).
 
-    Both are float32 (B,) tensors on the maps' device (the masks are moved there).
-    Raises ``ValueError`` when ``maps`` is not (B, H, W), ``masks`` has another
-    shape, or ``masks`` holds values other than 0 and 1.
+    IoU: the map is thresholded at its own mean (pixels strictly above the mean form
+    the predicted region, so a constant map predicts nothing and scores 0), and the
+    region is compared with the mask: ``|region ∩ mask| / |region ∪ mask|``.
+
+    An image whose mask is empty gets NaN in all three (summaries skip NaN). Returns
+    float32 (B,) tensors on the maps' device (the masks are moved there). Raises
+    ``ValueError`` when ``maps`` is not (B, H, W), ``masks`` has another shape,
+    ``masks`` holds values other than 0 and 1, or ``tolerance`` is negative.
     """
     if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
         shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps)
@@ -55,19 +65,41 @@ def localization(maps: torch.Tensor, masks: torch.Tensor) -> Localization:
         raise ValueError(
             f"masks must have the maps' shape (B, H, W) = {tuple(maps.shape)}, got {shape}"
         )
+    if isinstance(tolerance, bool) or not float(tolerance) >= 0:
+        raise ValueError(f"tolerance must be a non-negative number of pixels, got {tolerance!r}")
     masks = masks.to(maps.device)
     if masks.dtype != torch.bool:
         if not bool(((masks == 0) | (masks == 1)).all()):
             raise ValueError("masks must be boolean or hold only the values 0 and 1")
         masks = masks != 0
 
+    _, h, w = maps.shape
     flat = maps.flatten(1).float()
     inside = masks.flatten(1)
+    has_object = inside.any(dim=1)
     peak = flat.argmax(dim=1, keepdim=True)  # first maximal index on ties
-    pointing = inside.gather(1, peak).squeeze(1).float()
+    if tolerance > 0:
+        ys = torch.arange(h, device=maps.device).repeat_interleave(w)
+        xs = torch.arange(w, device=maps.device).repeat(h)
+        dist2 = (ys[None] - ys[peak]) ** 2 + (xs[None] - xs[peak]) ** 2  # (B, H*W)
+        nearest = torch.where(inside, dist2, torch.full_like(dist2, h * h + w * w + 1))
+        pointing = (nearest.min(dim=1).values <= float(tolerance) ** 2).float()
+    else:
+        pointing = inside.gather(1, peak).squeeze(1).float()
 
     mass = flat.sum(dim=1)
     mass_inside = (flat * inside).sum(dim=1)
     safe = torch.where(mass != 0, mass, torch.ones_like(mass))
     energy = torch.where(mass != 0, mass_inside / safe, torch.zeros_like(mass))
-    return Localization(pointing=pointing, energy=energy)
+
+    region = flat > flat.mean(dim=1, keepdim=True)
+    intersection = (region & inside).sum(dim=1).float()
+    union = (region | inside).sum(dim=1).float()
+    iou = intersection / union.clamp_min(1)
+
+    nan = torch.full_like(mass, float("nan"))
+    return Localization(
+        pointing=torch.where(has_object, pointing, nan),
+        energy=torch.where(has_object, energy, nan),
+        iou=torch.where(has_object, iou, nan),
+    )

@@ -1,7 +1,12 @@
-"""Figures of a cambench run: summary heatmap, insertion/deletion curves, saliency grid,
-training curves. Pure numpy/pandas/h5py/matplotlib (Agg); never imports torch."""
+"""Figures of a cambench run: summary heatmap, metric bar charts, per-image
+distributions, insertion/deletion curves, saliency grid, training curves and the
+randomization sanity check. Every figure is written as PNG and PDF. Pure
+numpy/pandas/h5py/matplotlib (Agg); never imports torch."""
 
+from cambench.plots.bars import plot_metric_bars
 from cambench.plots.curves import plot_curves
+from cambench.plots.distributions import plot_distributions
+from cambench.plots.randomization import plot_randomization
 from cambench.plots.saliency_grid import plot_saliency_grid
 from cambench.plots.style import METHOD_COLORS, method_color
 from cambench.plots.summary_heatmap import plot_summary_heatmap, read_summary
@@ -11,6 +16,9 @@ __all__ = [
     "METHOD_COLORS",
     "method_color",
     "plot_curves",
+    "plot_distributions",
+    "plot_metric_bars",
+    "plot_randomization",
     "plot_saliency_grid",
     "plot_summary_heatmap",
     "plot_training",

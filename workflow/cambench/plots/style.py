@@ -10,6 +10,7 @@ import functools
 import os
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import matplotlib
@@ -96,12 +97,21 @@ def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
-def save_figure(fig: Figure, out_png: str | os.PathLike) -> None:
-    """Write ``fig`` to ``out_png`` atomically (temporary sibling, then rename)."""
+def pdf_path(out_png: str | os.PathLike) -> Path:
+    """The PDF twin of a figure: the same name with ``.pdf``."""
+    return Path(out_png).with_suffix(".pdf")
+
+
+def save_figure(fig: Figure, out_png: str | os.PathLike, pdf: bool = True) -> None:
+    """Write ``fig`` to ``out_png`` and (``pdf``) to its vector twin :func:`pdf_path`,
+    each atomically (temporary sibling, then rename). The PDF carries no creation date,
+    so the same figure gives the same bytes."""
+    options = {"bbox_inches": "tight", "pad_inches": 0.06, "facecolor": "white"}
     with atomic_output(out_png) as tmp:
-        fig.savefig(
-            tmp, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.06, facecolor="white"
-        )
+        fig.savefig(tmp, format="png", dpi=DPI, **options)
+    if pdf:
+        with atomic_output(pdf_path(out_png)) as tmp:
+            fig.savefig(tmp, format="pdf", metadata={"CreationDate": None}, **options)
 
 
 F = TypeVar("F", bound=Callable)

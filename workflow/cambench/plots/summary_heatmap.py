@@ -20,6 +20,7 @@ METRICS: tuple[tuple[str, str, bool], ...] = (
     ("deletion", "Del.", False),
     ("pointing_game", "PG", True),
     ("energy_pointing_game", "EPG", True),
+    ("iou", "IoU", True),
 )
 SUMMARY_COLUMNS: tuple[str, ...] = ("model", "method", "n_images", *(m[0] for m in METRICS))
 

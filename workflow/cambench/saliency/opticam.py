@@ -4,7 +4,9 @@
 (one vector per image) maximizes ``y_c(f(x ⊙ n(up(S(u)))))`` with Adam from ``u = 0``
 for a fixed number of iterations (REFERENCES.md). The whole batch is optimized at
 once: the loss is the sum over images and Adam's update is elementwise, so each
-image's ``u`` follows exactly the trajectory it would follow alone.
+image's ``u`` follows the trajectory it would follow alone (exactly in exact
+arithmetic; in floating point up to the model's own batch-size-dependent rounding,
+which Adam would amplify on zero gradients: see :func:`opticam`).
 """
 
 from __future__ import annotations
@@ -104,11 +106,17 @@ def opticam(
     acts, _ = activations(model, images, layer)
     size = tuple(images.shape[-2:])
     u = torch.zeros(acts.shape[:2], device=acts.device, dtype=acts.dtype, requires_grad=True)
+    # A channel that is zero everywhere only rescales S, and n is scale-invariant: its
+    # gradient is 0 in exact arithmetic. Adam divides each component by its own
+    # magnitude and would turn the float noise left there into steps of size lr, so
+    # it is zeroed (this keeps every image's result independent of its batch).
+    live = acts.flatten(2).ne(0).any(2).to(acts.dtype)
     optimizer = torch.optim.Adam([u], lr=float(lr))
     with torch.enable_grad():
         for _ in range(int(iterations)):
             mask = normalized_mask(combine(u, acts), size, normalization)
             loss = -masked_objective(model, images, targets, mask, objective).sum()
-            (u.grad,) = torch.autograd.grad(loss, u)
+            (grad,) = torch.autograd.grad(loss, u)
+            u.grad = grad * live
             optimizer.step()
     return combine(u.detach(), acts)

@@ -69,11 +69,11 @@ def scorecam(
     - ``s_k`` is the logit (no softmax over classes), ``α = softmax_k(s)``.
 
     ``batch_size`` masked images go through the model per forward, rows mixing images
-    and channels. A channel that is constant at layer resolution gives an all-zero
-    mask, i.e. a black image: its score is the logit of one black image, computed
-    once (pytorch-grad-cam masks with its float rounding noise when the constant is
-    nonzero; with ReLU features a constant channel is a dead, all-zero one and both
-    agree exactly).
+    and channels. A channel that is constant at layer resolution has an all-zero mask
+    (``n`` of a constant map), i.e. a black image: its score is the logit of one black
+    image, computed once. (For a nonzero constant, pytorch-grad-cam instead divides
+    the rounding noise of its upsampled map by 1e-8; with ReLU features a constant
+    channel is a dead, all-zero one, where both agree exactly.)
     """
     batch_size = _check_batch_size(batch_size)
     acts, _ = clean_forward(model, images, layer, batch_size)
@@ -129,6 +129,16 @@ class ModelTail:
     head: fx.GraphModule | None
 
 
+def _has_forward_hooks(model: nn.Module) -> bool:
+    from torch.nn.modules import module as torch_module
+
+    if getattr(torch_module, "_global_forward_hooks", None) or getattr(
+        torch_module, "_global_forward_pre_hooks", None
+    ):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
 def _module(root: nn.Module, graph: fx.Graph) -> fx.GraphModule:
     module = fx.GraphModule(root, graph)
     module.graph.eliminate_dead_code()
@@ -137,12 +147,27 @@ def _module(root: nn.Module, graph: fx.Graph) -> fx.GraphModule:
 
 
 def trace_tail(model: nn.Module, layer: nn.Module) -> ModelTail | None:
-    """Split ``model`` after ``layer``; ``None`` when tracing or splitting is not possible."""
+    """Split ``model`` after ``layer``; ``None`` when tracing or splitting is not possible.
+
+    Models with forward hooks are not traced: tracing would call the hooks with
+    symbolic values, and hooks on containers would be missing from the split.
+    """
+    if _has_forward_hooks(model):
+        return None
+    # Tracing runs the forward's Python code on symbolic values: undo any attribute it
+    # sets on a module (e.g. a cached attention map), whether tracing works or not.
+    saved = [(m, dict(m.__dict__)) for m in model.modules()]
     try:
-        tracer = _LeafTracer(layer)
-        graph = tracer.trace(model)
+        graph = _LeafTracer(layer).trace(model)
     except Exception:  # untraceable models (data-dependent control flow, ...)
         return None
+    finally:
+        for m, attributes in saved:
+            if m.__dict__.keys() != attributes.keys() or any(
+                m.__dict__[k] is not v for k, v in attributes.items()
+            ):
+                m.__dict__.clear()
+                m.__dict__.update(attributes)
     modules = dict(model.named_modules())
     nodes = list(graph.nodes)
     placeholders = [n for n in nodes if n.op == "placeholder"]
@@ -358,8 +383,8 @@ def ablationcam(
 
     The ablated logits come from the layers after the target layer only: the model
     is split with torch.fx, and the split is checked against the model's own logits
-    before use. Models that cannot be traced or split run whole forwards with the
-    layer's output substituted (same result, slower). Channels that are already all
+    before use. Models that cannot be traced or split, and models with forward hooks,
+    run whole forwards with the layer's output substituted (same result, slower). Channels that are already all
     zero are not ablated (their weight is 0). ``batch_size`` rows per forward.
     """
     batch_size = _check_batch_size(batch_size)

@@ -1,0 +1,149 @@
+#!/usr/bin/env python
+"""Cost of the faithfulness metrics against the forward passes they need (a benchmark,
+not a test).
+
+On cambench's default model (SmallResNet, width 16, blocks [2, 2, 2, 2], 10 classes,
+randomly initialised, eval mode) at 32×32, for ``--images`` images and each
+insertion/deletion protocol (Opti-CAM: one row per step, 32 steps; CA-Stream: eight
+rows per step, 4 steps) it reports:
+
+- ``insertion_deletion``: the time of the call (building every perturbed image from
+  the pixel ranks, blurring the substrate, forwarding, gathering the probabilities);
+- ``raw forward``: forwarding the same number of images (``images × 2 × (steps + 1)``),
+  already built, in batches of the same size (``forward_batch_size``) under
+  ``torch.no_grad`` — the floor any implementation pays;
+- their ratio (goal: at most 1.2), of the best times and the median of the ratios of
+  interleaved pairs;
+
+and the same for ``confidence_change`` (two forwards per image). Times come from
+``--repeats`` calls after one warm-up call, the metric's and the raw forward's calls
+interleaved in the same run (the reference machine is shared: use ``--threads 1``).
+
+    python benchmarks/metrics.py --threads 1 --output benchmarks/results/metrics-cpu.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+import cambench
+from cambench.metrics import confidence_change, insertion_deletion
+from cambench.models import build_model
+
+
+def interleaved_times(
+    a: Callable[[], object], b: Callable[[], object], repeats: int
+) -> tuple[list[float], list[float]]:
+    """Times of ``a`` and of ``b`` over ``repeats`` interleaved calls (after a warm-up
+    of each), so that a change of machine load affects both alike."""
+    a()
+    b()
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        for fn, times in ((a, times_a), (b, times_b)):
+            tic = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - tic)
+    return times_a, times_b
+
+
+@torch.no_grad()
+def raw_forward(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> None:
+    for start in range(0, images.shape[0], batch_size):
+        model(images[start : start + batch_size])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=512, help="forward_batch_size")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--output", default="", help="also write the report to this file")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = build_model({"width": 16, "blocks": [2, 2, 2, 2]}, 10).to(device).eval()
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(args.images, 3, 32, 32, generator=g).to(device)
+    maps = torch.rand(args.images, 32, 32, generator=g).to(device)
+    targets = torch.randint(0, 10, (args.images,), generator=g).to(device)
+
+    lines = [
+        "cambench metrics benchmark",
+        f"date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+        f"cambench {cambench.__version__}, torch {torch.__version__}, python "
+        f"{platform.python_version()}, {platform.machine()}",
+        f"device: {device}, torch threads: {torch.get_num_threads()}, "
+        f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.1f}",
+        f"model: SmallResNet width 16 blocks [2, 2, 2, 2], random init, eval; "
+        f"{args.images} images 3×32×32; forward batch {args.batch_size}; "
+        f"{args.repeats} interleaved calls after a warm-up",
+        "",
+        f"{'metric':<44} {'forwards':>9} {'metric s':>9} {'raw fwd s':>10} {'ratio':>6}"
+        f" {'median ratio':>13}",
+    ]
+    rows = []
+    for protocol, steps in (("opticam (1 row/step)", 32), ("castream (8 rows/step)", 4)):
+        n_forward = args.images * 2 * (steps + 1)
+        perturbed = torch.rand(n_forward, 3, 32, 32, generator=g).to(device)
+        t_metric, t_raw = interleaved_times(
+            lambda steps=steps: insertion_deletion(
+                model,
+                images,
+                targets,
+                maps,
+                steps=steps,
+                insertion_substrate="blur",
+                deletion_substrate="black",
+                batch_size=args.batch_size,
+            ),
+            lambda perturbed=perturbed: raw_forward(model, perturbed, args.batch_size),
+            args.repeats,
+        )
+        rows.append((f"insertion_deletion, {protocol}", n_forward, t_metric, t_raw))
+        del perturbed
+    doubled = torch.cat([images, images])
+    t_metric, t_raw = interleaved_times(
+        lambda: confidence_change(model, images, targets, maps, batch_size=args.batch_size),
+        lambda: raw_forward(model, doubled, args.batch_size),
+        args.repeats,
+    )
+    rows.append(("confidence_change (AD/AI/AG)", 2 * args.images, t_metric, t_raw))
+    for name, n_forward, t_metric, t_raw in rows:
+        best_metric, best_raw = min(t_metric), min(t_raw)
+        median = statistics.median(m / r for m, r in zip(t_metric, t_raw, strict=True))
+        lines.append(
+            f"{name:<44} {n_forward:>9} {best_metric:>9.3f} {best_raw:>10.3f}"
+            f" {best_metric / best_raw:>6.2f} {median:>13.2f}"
+        )
+    lines += [
+        f"load average at end {os.getloadavg()[0]:.1f} (a shared machine: the interleaved",
+        "calls see the same load; the times themselves vary between runs)",
+        "",
+        "metric s, raw fwd s: best of the repeats; ratio = best metric time / best raw forward",
+        "time of the same number of images (goal <= 1.2); median ratio = median over the",
+        "repeats of the ratio of each interleaved pair (robust to the load of a shared machine).",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Tests of cambench.summary: summary and model-comparison tables (CSV, Markdown, LaTeX)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cambench.metrics.statistics import bootstrap_mean_ci, wilcoxon_signed_rank
+from cambench.summary import (
+    METRIC_COLUMNS,
+    compare_models,
+    reference_pairs,
+    summarize_metrics,
+    write_summary,
+)
+
+N = 24
+PROTOCOL = json.dumps(
+    {
+        "protocol": "custom",
+        "steps": 8,
+        "target": "label",
+        "insertion_substrate": "blur",
+        "deletion_substrate": "black",
+        "blur_sigma": 5.0,
+        "blur_kernel": 11,
+    }
+)
+MODELS = {
+    "baseline": {"kind": "baseline"},
+    "castream": {"kind": "castream", "base": "baseline"},
+    "gradalign": {"kind": "gradalign"},
+}
+
+
+def per_image(model: str, method: str, shift: float, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"model": model, "method": method, "index": np.arange(N)})
+    for k, column in enumerate(METRIC_COLUMNS):
+        frame[column] = np.clip(rng.normal(40 + 5 * k, 10, N) + shift, 0, 100)
+    frame.loc[0, "iou"] = np.nan  # an image without an object
+    frame["seconds"] = 0.002
+    frame["pointing_tolerance"] = 0.0
+    frame["protocol"] = PROTOCOL
+    return frame
+
+
+@pytest.fixture
+def csvs(tmp_path):
+    paths = []
+    for m, (model, shift) in enumerate([("baseline", 0.0), ("castream", 3.0), ("gradalign", -2.0)]):
+        for k, (method, offset) in enumerate([("gradcam", 10.0), ("fakecam", 0.0)]):
+            frame = per_image(model, method, shift + offset, seed=10 * m + k)
+            for shard, rows in enumerate(np.array_split(np.arange(N), 2)):
+                path = tmp_path / "metrics" / model / method / f"shard-{shard}.csv"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                frame.iloc[rows].to_csv(path, index=False)
+                paths.append(path)
+    return paths
+
+
+def test_summary_means_intervals_and_protocol(csvs):
+    frame = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
+    summary = summarize_metrics(frame, resamples=500, seed=1)
+    assert len(summary) == 6 and (summary["n_images"] == N).all()
+    row = summary[(summary["model"] == "castream") & (summary["method"] == "gradcam")].iloc[0]
+    group = frame[(frame["model"] == "castream") & (frame["method"] == "gradcam")]
+    for column in METRIC_COLUMNS:
+        mean, low, high = bootstrap_mean_ci(group[column].to_numpy(), 500, 0.95, 1)
+        assert row[column] == pytest.approx(np.nanmean(group[column]))
+        assert row[f"{column}_ci_low"] <= row[column] <= row[f"{column}_ci_high"]
+    # the columns share their resamples: the 1-d interval of a column without NaN is the
+    # same as in the table
+    mean, low, high = bootstrap_mean_ci(group["AD"].to_numpy(), 500, 0.95, 1)
+    assert (row["AD_ci_low"], row["AD_ci_high"]) == pytest.approx((low, high))
+    assert row["ms_per_image"] == pytest.approx(2.0)
+    assert row["protocol"] == "custom"
+
+
+def test_reference_pairs():
+    assert reference_pairs(MODELS) == [
+        ("castream", "baseline", "castream vs its base"),
+        ("gradalign", "baseline", "gradalign vs the first baseline"),
+    ]
+    assert reference_pairs({"a": {"kind": "gradalign"}}) == []
+    two = {"b1": {}, "b2": {"kind": "baseline"}, "g": {"kind": "gradalign"}}
+    assert reference_pairs(two) == [("g", "b1", "gradalign vs the first baseline")]
+
+
+def test_comparison_is_paired_on_index(csvs):
+    frame = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
+    # shuffle the rows of one model: the pairing must follow `index`, not the row order
+    frame = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    table = compare_models(frame, reference_pairs(MODELS), resamples=400)
+    assert len(table) == 2 * 2 * len(METRIC_COLUMNS)
+    row = table[
+        (table["model"] == "castream") & (table["method"] == "gradcam") & (table["metric"] == "AG")
+    ].iloc[0]
+    a = frame[(frame["model"] == "castream") & (frame["method"] == "gradcam")].set_index("index")
+    b = frame[(frame["model"] == "baseline") & (frame["method"] == "gradcam")].set_index("index")
+    d = (a["AG"] - b["AG"].reindex(a.index)).to_numpy()
+    assert row["n_pairs"] == N
+    assert row["difference"] == pytest.approx(d.mean())
+    assert row["wilcoxon_p"] == pytest.approx(wilcoxon_signed_rank(d)[1])
+    assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+    iou = table[(table["metric"] == "iou")]
+    assert (iou["n_pairs"] == N - 1).all()  # the image without an object is left out
+
+
+def _bold_md(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"\*\*([-0-9.]+)\*\*", text)
+
+
+def test_write_summary_tables(csvs, tmp_path):
+    random_csv = tmp_path / "sanity.csv"
+    pd.DataFrame(
+        {
+            "model": "baseline",
+            "method": "fakecam",
+            "step": [0, 1, 2],
+            "randomized": ["none", "fc", "layer4"],
+            "spearman": [1.0, 1.0, 1.0],
+            "model_independent": True,
+        }
+    ).to_csv(random_csv, index=False)
+    out = {k: tmp_path / f"comparison.{k}" for k in ("csv", "md", "tex")}
+    summary = write_summary(
+        csvs,
+        [],
+        tmp_path / "summary.csv",
+        tmp_path / "summary.md",
+        experiment="demo",
+        out_tex=tmp_path / "summary.tex",
+        models=MODELS,
+        comparison_out=out,
+        randomization_paths=[random_csv],
+        statistics={"resamples": 200, "seed": 3},
+    )
+    md = (tmp_path / "summary.md").read_text()
+    tex = (tmp_path / "summary.tex").read_text()
+    # best per model and column: gradcam has +10 on every metric, so it is the best on
+    # the "higher" columns and fakecam on the "lower" ones (AD, deletion)
+    for model in ("baseline", "castream", "gradalign"):
+        rows = summary[summary["model"] == model].set_index("method")
+        best_ag = f"{rows.loc['gradcam', 'AG']:.1f}"
+        best_ad = f"{rows.loc['fakecam', 'AD']:.1f}"
+        assert f"**{best_ag}**" in md and f"**{best_ad}**" in md
+        assert f"\\textbf{{{best_ag}}}" in tex and f"\\textbf{{{best_ad}}}" in tex
+    # one bold value per model and column (no ties in this data)
+    n_columns = len(METRIC_COLUMNS) + 1  # + T (equal times: both bold, see below)
+    assert len(_bold_md(md)) == 3 * (n_columns - 1) + 3 * 2
+    assert "\\begin{tabular}" in tex and "\\toprule" in tex and "\\bottomrule" in tex
+    assert "custom: 8 steps" in md
+    assert "fakecam†" in md and "† model-independent" in md
+    saved = pd.read_csv(tmp_path / "summary.csv")
+    assert "AD_ci_low" in saved.columns and "iou" in saved.columns
+    assert saved.loc[saved["method"] == "fakecam", "model_independent"].iloc[0] in (True, "True")
+    comparison = pd.read_csv(out["csv"])
+    assert set(comparison["model"]) == {"castream", "gradalign"}
+    assert set(comparison["reference"]) == {"baseline"}
+    cmd = out["md"].read_text()
+    assert "## castream vs baseline" in cmd and "## gradalign vs baseline" in cmd
+    assert "p = " in cmd
+    ctex = out["tex"].read_text()
+    assert "castream vs baseline" in ctex and "\\scriptsize" in ctex
+
+
+def test_single_model_comparison_is_an_empty_table_with_a_note(csvs, tmp_path):
+    only = [p for p in csvs if "/baseline/" in str(p)]
+    out = {k: tmp_path / f"comparison.{k}" for k in ("csv", "md", "tex")}
+    write_summary(
+        only,
+        [],
+        tmp_path / "summary.csv",
+        tmp_path / "summary.md",
+        models={"baseline": {"kind": "baseline"}},
+        comparison_out=out,
+        statistics={"resamples": 50},
+    )
+    assert pd.read_csv(out["csv"]).empty
+    assert "Only one model (baseline)" in out["md"].read_text()
+    assert "Only one model" in out["tex"].read_text()
+    # two models without a reference relation: empty too, with the reason
+    write_summary(
+        csvs,
+        [],
+        tmp_path / "summary.csv",
+        tmp_path / "summary.md",
+        models={name: {"kind": "baseline"} for name in MODELS},
+        comparison_out=out,
+        statistics={"resamples": 50},
+    )
+    assert "No model has a reference" in out["md"].read_text()
+
+
+def test_missing_columns_name_them(tmp_path):
+    path = tmp_path / "bad.csv"
+    pd.DataFrame({"model": ["m"], "method": ["x"], "AD": [1.0]}).to_csv(path, index=False)
+    with pytest.raises(ValueError, match="iou"):
+        write_summary([path], [], tmp_path / "s.csv", tmp_path / "s.md")

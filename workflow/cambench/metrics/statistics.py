@@ -1,0 +1,163 @@
+"""Statistics for the summary tables: percentile bootstrap confidence intervals of
+means (per image, vectorized) and the paired Wilcoxon signed-rank test.
+
+Pure numpy (no torch, no scipy), so that the summary and the figures run anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_CONFIDENCE",
+    "DEFAULT_RESAMPLES",
+    "bootstrap_means",
+    "bootstrap_mean_ci",
+    "wilcoxon_signed_rank",
+]
+
+DEFAULT_RESAMPLES = 1000
+DEFAULT_CONFIDENCE = 0.95
+#: Largest number of values held at once by the resampling (resamples x images x columns).
+_BLOCK_VALUES = 8_000_000
+#: Exact null distribution of the signed-rank statistic up to this many pairs (as scipy).
+EXACT_MAX_N = 50
+
+
+def bootstrap_means(
+    values: np.ndarray, resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> np.ndarray:
+    """Means of ``resamples`` bootstrap resamples of the rows of ``values``.
+
+    ``values``: (n,) or (n, k) — n images (the resampled unit), k metrics; every
+    resample draws n rows with replacement (the same rows for every column, so the
+    columns' intervals are consistent). NaN entries are skipped within each resample
+    (``nanmean``). Returns (resamples,) or (resamples, k). Deterministic for a given
+    ``seed``; memory is bounded by resampling in blocks.
+    """
+    values = np.asarray(values, dtype=float)
+    squeeze = values.ndim == 1
+    if squeeze:
+        values = values[:, None]
+    if values.ndim != 2:
+        raise ValueError(f"values must be (n,) or (n, k), got shape {values.shape}")
+    n, k = values.shape
+    if isinstance(resamples, bool) or int(resamples) < 1:
+        raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
+    resamples = int(resamples)
+    out = np.full((resamples, k), np.nan)
+    if n == 0:
+        return out[:, 0] if squeeze else out
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(resamples, n))
+    finite = np.isfinite(values)
+    clean = np.where(finite, values, 0.0)
+    block = max(1, _BLOCK_VALUES // max(1, n * k))
+    for start in range(0, resamples, block):
+        rows = idx[start : start + block]
+        sums = clean[rows].sum(axis=1)  # (block, k)
+        counts = finite[rows].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start : start + block] = np.where(counts > 0, sums / counts, np.nan)
+    return out[:, 0] if squeeze else out
+
+
+def bootstrap_mean_ci(
+    values: np.ndarray,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and percentile-bootstrap confidence interval of the mean, per column.
+
+    ``values`` (n,) or (n, k); NaN values are ignored (a column's mean is over its
+    finite values). Returns ``(mean, low, high)``, each a float for 1-d input or a
+    (k,) array: ``low``/``high`` are the ``(1 - confidence) / 2`` and
+    ``(1 + confidence) / 2`` quantiles of the resampled means (Efron's percentile
+    interval). A column with fewer than two finite values has a NaN interval.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
+    values = np.asarray(values, dtype=float)
+    squeeze = values.ndim == 1
+    table = values[:, None] if squeeze else values
+    finite = np.isfinite(table)
+    counts = finite.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(counts > 0, np.where(finite, table, 0.0).sum(axis=0) / counts, np.nan)
+    means = bootstrap_means(table, resamples, seed)
+    alpha = (1.0 - confidence) / 2
+    low = np.full(table.shape[1], np.nan)
+    high = np.full(table.shape[1], np.nan)
+    ok = counts >= 2
+    if ok.any():
+        low[ok], high[ok] = np.nanquantile(means[:, ok], [alpha, 1 - alpha], axis=0)
+    if squeeze:
+        return float(mean[0]), float(low[0]), float(high[0])
+    return mean, low, high
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of ``x``, ties sharing their average rank."""
+    order = np.argsort(x, kind="stable")
+    sorted_x = x[order]
+    starts = np.r_[True, sorted_x[1:] != sorted_x[:-1]]
+    group = np.cumsum(starts) - 1
+    first = np.flatnonzero(starts)
+    last = np.r_[first[1:], len(x)] - 1
+    ranks = np.empty(len(x))
+    ranks[order] = (first[group] + last[group]) / 2 + 1
+    return ranks
+
+
+def _exact_signed_rank_cdf(n: int) -> np.ndarray:
+    """Counts of subsets of {1..n} by sum: the null distribution of W+ (untied)."""
+    counts = np.zeros(n * (n + 1) // 2 + 1, dtype=np.float64)
+    counts[0] = 1.0
+    for r in range(1, n + 1):
+        counts[r:] = counts[r:] + counts[:-r].copy()
+    return counts
+
+
+def wilcoxon_signed_rank(differences: np.ndarray) -> tuple[float, float, int]:
+    """Two-sided paired Wilcoxon signed-rank test of ``differences`` (x - y per pair).
+
+    Zero differences are dropped (Wilcoxon's convention, scipy's default
+    ``zero_method="wilcox"``); tied absolute differences share their average rank.
+    The statistic is ``W = min(W+, W-)``. The p-value is exact (the null distribution
+    of W+ counted over all sign patterns) when at most :data:`EXACT_MAX_N` non-zero
+    pairs remain and their absolute values have no ties; otherwise it is the normal
+    approximation with the tie correction of the variance,
+    ``var = n(n+1)(2n+1)/24 - Σ(t³ - t)/48``, without continuity correction (scipy's
+    defaults, ``method="auto"``). NaN pairs are dropped. With no non-zero pair the
+    samples do not differ: ``p = 1``.
+
+    Returns ``(W, p, n)`` with ``n`` the number of non-zero pairs used.
+    """
+    d = np.asarray(differences, dtype=float).ravel()
+    d = d[np.isfinite(d)]
+    d = d[d != 0]
+    n = int(d.size)
+    if n == 0:
+        return 0.0, 1.0, 0
+    ranks = _average_ranks(np.abs(d))
+    w_plus = float(ranks[d > 0].sum())
+    w_minus = float(ranks[d < 0].sum())
+    w = min(w_plus, w_minus)
+    total = n * (n + 1) / 2
+    _, tie_counts = np.unique(np.abs(d), return_counts=True)
+    has_ties = bool((tie_counts > 1).any())
+    if n <= EXACT_MAX_N and not has_ties:
+        counts = _exact_signed_rank_cdf(n)
+        k = int(round(w))  # integer without ties
+        p = 2.0 * counts[: k + 1].sum() / 2.0**n
+        return w, float(min(1.0, p)), n
+    mean = total / 2
+    var = n * (n + 1) * (2 * n + 1) / 24 - float((tie_counts**3 - tie_counts).sum()) / 48
+    if var <= 0:
+        return w, 1.0, n
+    z = (w - mean) / math.sqrt(var)
+    p = math.erfc(abs(z) / math.sqrt(2))
+    return w, float(min(1.0, p)), n

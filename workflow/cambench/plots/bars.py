@@ -1,0 +1,100 @@
+"""Grouped bar charts of the summary: one panel per metric, models on the x axis, one
+bar per method (in the method's colour), whiskers at the bootstrap confidence interval."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from cambench.plots.style import method_color, new_figure, save_figure, styled
+from cambench.plots.summary_heatmap import METRICS, read_summary
+
+TITLES = {
+    "AD": "Average drop",
+    "AI": "Average increase",
+    "AG": "Average gain",
+    "insertion": "Insertion AUC",
+    "deletion": "Deletion AUC",
+    "pointing_game": "Pointing game",
+    "energy_pointing_game": "Energy pointing game",
+    "iou": "IoU (mean threshold)",
+}
+
+
+@styled
+def plot_metric_bars(summary_csv: str | os.PathLike, out_png: str | os.PathLike) -> None:
+    """One panel per metric of ``summary.csv``: for each model (x axis) one bar per
+    method, its height the mean over the images (percent) and its whisker the confidence
+    interval (columns ``<metric>_ci_low`` / ``<metric>_ci_high``, when present). Methods
+    keep their colour in every panel; sanity baselines are hatched. The title of each
+    panel says whether lower or higher is better.
+    """
+    df = read_summary(summary_csv)
+    models = list(dict.fromkeys(df["model"]))
+    methods = list(dict.fromkeys(df["method"]))
+    n_bars = len(models) * len(methods)
+    n_cols = 4 if n_bars <= 12 else 2
+    n_rows = -(-len(METRICS) // n_cols)
+    fig = new_figure(7.2, 1.9 * n_rows + 0.25 + 0.18 * -(-len(methods) // 5))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    width = 0.8 / len(methods)
+    x = np.arange(len(models))
+    for ax, (column, header, higher) in zip(axes.flat, METRICS, strict=False):
+        table = df.set_index(["model", "method"])
+        for k, method in enumerate(methods):
+            keys = [(m, method) for m in models]
+            mean = np.array([table[column].get(key, np.nan) for key in keys], dtype=float)
+            positions = x - 0.4 + width * (k + 0.5)
+            bars = ax.bar(
+                positions,
+                np.nan_to_num(mean),
+                width=width * 0.92,
+                color=method_color(method),
+                edgecolor="white" if method not in ("fakecam", "random") else "#444444",
+                linewidth=0.4,
+                hatch="///" if method in ("fakecam", "random") else None,
+                label=method,
+            )
+            for bar, value in zip(bars, mean, strict=True):
+                if not np.isfinite(value):
+                    bar.set_visible(False)
+            low_col, high_col = f"{column}_ci_low", f"{column}_ci_high"
+            if low_col in df.columns and high_col in df.columns:
+                low = np.array([table[low_col].get(key, np.nan) for key in keys], dtype=float)
+                high = np.array([table[high_col].get(key, np.nan) for key in keys], dtype=float)
+                ok = np.isfinite(mean) & np.isfinite(low) & np.isfinite(high)
+                if ok.any():
+                    ax.errorbar(
+                        positions[ok],
+                        mean[ok],
+                        yerr=[mean[ok] - low[ok], high[ok] - mean[ok]],
+                        fmt="none",
+                        ecolor="#222222",
+                        elinewidth=0.8,
+                        capsize=min(2.0, 40 * width / max(1, len(models))),
+                    )
+        ax.set_title(f"{TITLES.get(column, header)} ({'↑' if higher else '↓'})", fontsize=9)
+        ax.set_xticks(x)
+        ax.set_xticklabels(models, fontsize=8)
+        ax.set_xlim(-0.5, len(models) - 0.5)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, axis="y")
+        ax.set_axisbelow(True)
+    for ax in axes.flat[len(METRICS) :]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("percent")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    n_text = f"n = {int(df['n_images'].min())}" + (
+        f"–{int(df['n_images'].max())}" if df["n_images"].nunique() > 1 else ""
+    )
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncol=-(-len(methods) // -(-len(methods) // 5)),  # rows of at most 5, balanced
+        frameon=False,
+        title=f"method (bars: mean; whiskers: confidence interval; {n_text} images)",
+    )
+    save_figure(fig, out_png)

@@ -1,0 +1,108 @@
+"""Per-image distributions of the metrics: one box per method, one panel per metric."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cambench.plots.style import method_color, new_figure, save_figure, styled
+
+# (per-image column, title, higher is better)
+DISTRIBUTION_METRICS: tuple[tuple[str, str, bool], ...] = (
+    ("AD", "Drop (AD per image)", False),
+    ("AG", "Gain (AG per image)", True),
+    ("insertion", "Insertion AUC", True),
+    ("deletion", "Deletion AUC", False),
+    ("energy_pointing_game", "Energy pointing game", True),
+    ("iou", "IoU (mean threshold)", True),
+)
+
+
+def read_per_image(csv_files: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """Concatenate per-image metric CSVs; errors name the file."""
+    if isinstance(csv_files, (str, os.PathLike)) or not csv_files:
+        raise ValueError(f"expected a non-empty list of per-image CSV files, got {csv_files!r}")
+    frames = []
+    for file in csv_files:
+        path = Path(file)
+        try:
+            frame = pd.read_csv(path)
+        except FileNotFoundError as err:
+            raise ValueError(f"{path}: per-image metrics not found") from err
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: not a readable CSV file ({err})") from err
+        if "method" not in frame.columns:
+            raise ValueError(f"{path}: missing column 'method'")
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+@styled
+def plot_distributions(
+    csv_files: Sequence[str | os.PathLike], out_png: str | os.PathLike, title: str = ""
+) -> None:
+    """Box plots of the per-image values (percent) of AD, AG, insertion, deletion,
+    energy pointing game and IoU, one box per method in its colour.
+
+    Boxes span the quartiles with the median as a line; whiskers reach the furthest
+    value within 1.5 interquartile ranges; the white diamond is the mean (the number
+    in the summary table). Metrics a file lacks are left out.
+    """
+    df = read_per_image(csv_files)
+    methods = list(dict.fromkeys(df["method"].astype(str)))
+    panels = [m for m in DISTRIBUTION_METRICS if m[0] in df.columns]
+    if not panels:
+        raise ValueError(
+            f"the per-image files have none of the columns {[m[0] for m in DISTRIBUTION_METRICS]}"
+        )
+    n_cols = 3 if len(panels) > 4 else 2
+    n_rows = -(-len(panels) // n_cols)
+    fig = new_figure(7.2, 2.1 * n_rows + 0.3)
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for ax, (column, name, higher) in zip(axes.flat, panels, strict=False):
+        data, positions, colours = [], [], []
+        for k, method in enumerate(methods):
+            values = pd.to_numeric(df.loc[df["method"] == method, column], errors="coerce")
+            values = values.to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            if values.size:
+                data.append(values)
+                positions.append(k)
+                colours.append(method_color(method))
+        if data:
+            parts = ax.boxplot(
+                data,
+                positions=positions,
+                widths=0.6,
+                patch_artist=True,
+                showmeans=True,
+                meanprops={
+                    "marker": "D",
+                    "markerfacecolor": "white",
+                    "markeredgecolor": "black",
+                    "markersize": 3.5,
+                },
+                medianprops={"color": "black", "linewidth": 1.0},
+                flierprops={"marker": ".", "markersize": 2.5, "alpha": 0.5},
+            )
+            for patch, colour in zip(parts["boxes"], colours, strict=True):
+                patch.set_facecolor(colour)
+                patch.set_alpha(0.75)
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels(methods, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_xlim(-0.6, len(methods) - 0.4)
+        ax.set_title(f"{name} ({'↑' if higher else '↓'})")
+        ax.grid(True, axis="y")
+        ax.set_axisbelow(True)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("percent")
+    n = df.groupby("method").size()
+    n_text = f"n = {n.min()}" + (f"–{n.max()}" if n.min() != n.max() else "") + " images"
+    fig.suptitle(f"{title}   ({n_text})" if title else n_text)
+    save_figure(fig, out_png)
