@@ -53,11 +53,24 @@ def test_experiment_file_replaces_models_and_methods(workdir):
     assert "results/tiny/saliency/baseline/gradcampp" not in proc.stdout
 
 
-def test_default_config_plans_every_method(workdir):
+def test_default_config_plans_every_applicable_method(workdir):
+    from cambench.config import method_applies
+
     default = yaml.safe_load((workdir / "config.yaml").read_text())
     jobs = planned_jobs(snakemake(workdir, "-n").stdout)
-    n = len(default["models"]) * len(default["methods"]) * default["eval"]["shards"]
+    pairs = [
+        (m, x)
+        for m, cfg in default["models"].items()
+        for x in default["methods"]
+        if method_applies(cfg, x)
+    ]
+    n = len(pairs) * default["eval"]["shards"]
     assert jobs["saliency"] == n and jobs["metrics"] == n
+    assert ("castream", "castream_attention") in pairs and (
+        "baseline",
+        "castream_attention",
+    ) not in pairs
+    assert ("castream", "cam") not in pairs and ("baseline", "cam") in pairs
 
 
 def test_apply_experiment_replaces_only_mappings_that_must_not_merge():
