@@ -103,18 +103,20 @@ def build_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
     torch.manual_seed(0)
     small = build_model({"width": 16, "blocks": [2, 2, 2, 2]}, 10).eval()
     n_small = args.batch_size or (256 if cuda else 32 if args.quick else 64)
+    small_images = torch.rand(n_small, 3, 32, 32, generator=gen)
+    small_targets = torch.randint(0, 10, (n_small,), generator=gen)
     cases.append(
         Case(
             "SmallResNet w16 [2,2,2,2], 32x32, 10 classes",
             small,
             "layer4",
-            torch.rand(n_small, 3, 32, 32, generator=gen),
-            torch.randint(0, 10, (n_small,), generator=gen),
+            small_images,
+            small_targets,
             args.opticam_iterations or (100 if cuda or not args.quick else 20),
             args.repeats or (1 if args.quick else 3),
         )
     )
-    if not args.small_only:
+    if "resnet50" in args.models:
         torch.manual_seed(0)
         big = torchvision.models.resnet50(weights=None).eval()
         n_big = args.batch_size or (64 if cuda else 4 if args.quick else 8)
@@ -129,6 +131,8 @@ def build_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
                 args.repeats or (2 if cuda and not args.quick else 1),
             )
         )
+    if "small" not in args.models:
+        cases = cases[1:]
     for case in cases:
         case.model.to(device)
         case.images = case.images.to(device)
@@ -483,7 +487,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--quick", action="store_true", help="fewer images and iterations")
-    parser.add_argument("--small-only", action="store_true", help="skip ResNet-50")
+    parser.add_argument(
+        "--models", default="small,resnet50", help="comma-separated: small, resnet50 (default both)"
+    )
     parser.add_argument(
         "--max-seconds",
         type=float,
@@ -504,6 +510,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     if args.max_seconds is None:
         args.max_seconds = 600.0 if device.type == "cuda" else 120.0
+    args.models = args.models.split(",")
+    if set(args.models) - {"small", "resnet50"}:
+        parser.error(f"--models takes small and/or resnet50, got {args.models}")
     methods = list(METHODS) if args.methods is None else args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
