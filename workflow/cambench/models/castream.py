@@ -170,7 +170,7 @@ class CAStream(nn.Module):
                 token, logits = cross_attention_pool(features, token)
                 if position == last:
                     self.last_attention = logits.detach().view(
-                        features.shape[0], *features.shape[2:]
+                        features.shape[0], features.shape[2], features.shape[3]
                     )
             token = proj(token)
         return token
