@@ -9,8 +9,9 @@ import json
 from typing import Any
 
 # Mappings an experiment file replaces instead of extending: a smaller experiment
-# must not silently inherit every model and method of the default config.
-REPLACED_KEYS = ("models", "methods")
+# must not silently inherit every model and method of the default config (nor the
+# default's list of methods for the sanity check, which names methods).
+REPLACED_KEYS = ("models", "methods", "sanity")
 
 
 def apply_experiment(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
