@@ -27,6 +27,9 @@ localrules:
     plot_curves,
     plot_saliency_grid,
     plot_training,
+    plot_bars,
+    plot_distributions,
+    plot_randomization,
 
 
 rule all:

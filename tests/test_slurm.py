@@ -29,6 +29,8 @@ pytestmark = pytest.mark.slurm
 CLUSTER = REPO / "tests" / "cluster"
 PARTITION, ACCOUNT = "debug", "cambench"  # what slurm-up.sh creates
 SLURM_RULES = {"train", "saliency", "metrics"}  # everything else is a localrule
+# The default config also runs the randomization sanity check, a GPU job too.
+GPU_RULES = SLURM_RULES | {"randomization"}
 RUN_TIMEOUT_S = 1500
 
 
@@ -255,17 +257,17 @@ def test_slurm_profile_requests_gpus_on_the_default_config(tmp_path):
     workdir = copy_workflow(tmp_path / "workflow")
     proc = snakemake(workdir, "-n", "--profile", str(REPO / "profiles" / "slurm"))
     out = proc.stdout + proc.stderr
-    assert set(SLURM_RULES) <= set(planned_jobs(proc.stdout))
+    assert set(GPU_RULES) <= set(planned_jobs(proc.stdout))
     blocks = re.findall(r"\n(?:local)?rule (\w+):\n(.*?)(?=\n\S|\Z)", out, re.S)
     resources = {}
     for rule, body in blocks:
         line = re.search(r"^\s+resources: (.*)$", body, re.M)
         resources.setdefault(rule, []).append(line.group(1) if line else "")
-    for rule in SLURM_RULES:
+    for rule in GPU_RULES:
         for res in resources[rule]:
             assert re.search(r"(^|, )gpu=1(,|$)", res), (rule, res)
             assert re.search(r"(^|, )mem_mb=\d+", res) and re.search(r"(^|, )runtime=\d+", res)
             assert "slurm_partition=<your-partition>" in res, (rule, res)
-    for rule in set(resources) - SLURM_RULES:
+    for rule in set(resources) - GPU_RULES:
         for res in resources[rule]:
             assert "gpu=" not in res, (rule, res)
