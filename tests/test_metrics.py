@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from fractions import Fraction
 
 import numpy as np
@@ -384,12 +386,16 @@ def test_model_mode_left_as_found(random_case):
     model.train()
     model[6].eval()  # mixed modes must be restored module by module
     before = [m.training for m in model.modules()]
-    probe = model[0]
-    probe.seen.clear()
-    confidence_change(model, images, targets, maps)
-    insertion_deletion(model, images, targets, maps, steps=3, blur_kernel=5)
+    change = confidence_change(model, images, targets, maps)
+    curves = insertion_deletion(model, images, targets, maps, steps=3, blur_kernel=5)
     assert [m.training for m in model.modules()] == before
-    assert probe.seen and not any(probe.seen)  # every forward ran in eval mode
+    # every forward ran in eval mode: Dropout and BatchNorm in train mode would change
+    # (and randomize) the probabilities, which equal a plain eval-mode forward's
+    reference = copy.deepcopy(model).eval()
+    assert torch.allclose(change.p, target_prob(reference, images, targets), atol=1e-5)
+    masked = images * maps[:, None]
+    assert torch.allclose(change.o, target_prob(reference, masked, targets), atol=1e-5)
+    assert torch.allclose(curves.insertion[:, -1], change.p, atol=1e-5)
 
 
 def test_results_do_not_require_grad(random_case):

@@ -10,18 +10,19 @@ Definitions are those of ``REFERENCES.md`` (section Metrics). Conventions:
 - ``targets``: integer (B,), the class explained for each image.
 
 Probabilities are ``softmax(logits)[target]``, computed in float32. Every
-function runs batched on the images' device under ``torch.no_grad()``, evaluates
-the model in eval mode and restores each submodule's train/eval flag afterwards.
+function runs batched on the images' device under ``torch.no_grad()``, through an
+eval-mode inference copy of the model (:func:`cambench.models.inference.inference_copy`:
+batch norm folded, channels-last on CPU), so the model itself is left as found.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torchvision.transforms.functional as TF
+
+from cambench.models.inference import inference_copy
 
 __all__ = [
     "DEFAULT_BLUR_KERNEL",
@@ -48,18 +49,6 @@ DEFAULT_BLUR_KERNEL = 11
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode, then restore every submodule's own flag."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def _check_positive_int(name: str, value: int) -> None:
@@ -192,9 +181,9 @@ def confidence_change(
     """
     targets, maps = _check_inputs(images, targets, maps)
     _check_positive_int("batch_size", batch_size)
-    with _eval_mode(model):
-        p = _batched_probs(model, images, targets, batch_size)
-        o = _batched_probs(model, images * maps[:, None].to(images.dtype), targets, batch_size)
+    model = inference_copy(model, images.device)
+    p = _batched_probs(model, images, targets, batch_size)
+    o = _batched_probs(model, images * maps[:, None].to(images.dtype), targets, batch_size)
     return ConfidenceChange(p=p, o=o)
 
 
@@ -332,21 +321,21 @@ def insertion_deletion(
     # Flat index over (image, curve, step), curve 0 = insertion, 1 = deletion.
     total = b * 2 * n_steps
     probs = torch.empty(total, dtype=torch.float32, device=device)
-    with _eval_mode(model):
-        for start in range(0, total, batch_size):
-            stop = min(start + batch_size, total)
-            j = torch.arange(start, stop, device=device)
-            img = torch.div(j, 2 * n_steps, rounding_mode="floor")
-            is_insertion = (j % (2 * n_steps)) < n_steps
-            step = j % n_steps
-            # first k_s pixels: from the image (insertion) / from the substrate (deletion)
-            first = rank[img] < counts[step][:, None, None]
-            from_image = (first == is_insertion[:, None, None])[:, None]
-            substrate = torch.where(is_insertion[:, None, None, None], ins_sub[img], del_sub[img])
-            batch = torch.where(from_image, images[img], substrate)
-            probs[start:stop] = _target_probs(
-                model, batch, targets[img], targets if start == 0 else None
-            )
+    model = inference_copy(model, device)
+    for start in range(0, total, batch_size):
+        stop = min(start + batch_size, total)
+        j = torch.arange(start, stop, device=device)
+        img = torch.div(j, 2 * n_steps, rounding_mode="floor")
+        is_insertion = (j % (2 * n_steps)) < n_steps
+        step = j % n_steps
+        # first k_s pixels: from the image (insertion) / from the substrate (deletion)
+        first = rank[img] < counts[step][:, None, None]
+        from_image = (first == is_insertion[:, None, None])[:, None]
+        substrate = torch.where(is_insertion[:, None, None, None], ins_sub[img], del_sub[img])
+        batch = torch.where(from_image, images[img], substrate)
+        probs[start:stop] = _target_probs(
+            model, batch, targets[img], targets if start == 0 else None
+        )
 
     curves = probs.view(b, 2, n_steps)
     insertion, deletion = curves[:, 0], curves[:, 1]

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from cambench.models.inference import has_forward_hooks, inference_copy
 from cambench.saliency.core import activations, target_scores
 from cambench.saliency.registry import register
 
@@ -69,7 +70,8 @@ def scorecam(
     - ``s_k`` is the logit (no softmax over classes), ``α = softmax_k(s)``.
 
     ``batch_size`` masked images go through the model per forward, rows mixing images
-    and channels. A channel that is constant at layer resolution has an all-zero mask
+    and channels, through an inference copy of the model
+    (:func:`cambench.models.inference.inference_copy`). A channel that is constant at layer resolution has an all-zero mask
     (``n`` of a constant map), i.e. a black image: its score is the logit of one black
     image, computed once. (For a nonzero constant, pytorch-grad-cam instead divides
     the rounding noise of its upsampled map by 1e-8; with ReLU features a constant
@@ -79,6 +81,7 @@ def scorecam(
     acts, _ = clean_forward(model, images, layer, batch_size)
     b, k = acts.shape[:2]
     size = tuple(images.shape[-2:])
+    model = inference_copy(model, images.device)  # the masked forwards: folded, channels-last
     flat = acts.flatten(2)
     constant = flat.amax(2) == flat.amin(2)
     scores = torch.empty(b, k, device=acts.device, dtype=torch.float32)
@@ -129,16 +132,6 @@ class ModelTail:
     head: fx.GraphModule | None
 
 
-def _has_forward_hooks(model: nn.Module) -> bool:
-    from torch.nn.modules import module as torch_module
-
-    if getattr(torch_module, "_global_forward_hooks", None) or getattr(
-        torch_module, "_global_forward_pre_hooks", None
-    ):
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
-
-
 def _module(root: nn.Module, graph: fx.Graph) -> fx.GraphModule:
     module = fx.GraphModule(root, graph)
     module.graph.eliminate_dead_code()
@@ -152,7 +145,7 @@ def trace_tail(model: nn.Module, layer: nn.Module) -> ModelTail | None:
     Models with forward hooks are not traced: tracing would call the hooks with
     symbolic values, and hooks on containers would be missing from the split.
     """
-    if _has_forward_hooks(model):
+    if has_forward_hooks(model):
         return None
     # Tracing runs the forward's Python code on symbolic values: undo any attribute it
     # sets on a module (e.g. a cached attention map), whether tracing works or not.
