@@ -168,18 +168,18 @@ def test_checkpoints_never_need_pretrained_weights(tmp_path, empty_torch_home):
     torch.testing.assert_close(ca(images), stream.eval()(images), atol=0, rtol=0)
 
 
-def test_castream_on_wrapped_resnets_only():
+def test_castream_on_wrapped_resnets_and_mobilenet_only():
     torch.manual_seed(0)
     base = build_model({"arch": "resnet18"}, 3).eval()
     model = CAStream(base)
-    assert model.stem_names == ["normalize", "conv1", "bn1", "relu", "maxpool"]
+    assert model.layout.positions[0] == ("normalize", "conv1", "bn1", "relu", "maxpool")
     assert {k for k in model.state_dict() if not k.startswith("stream.")} <= set(base.state_dict())
     images = torch.rand(2, 3, 64, 64)
     assert model(images).shape == (2, 3)
     assert model.last_attention.shape == (2, 2, 2)
     assert explain("gradcam", model, images, torch.tensor([0, 2])).shape == (2, 64, 64)
-    with pytest.raises(ValueError, match=r"CA-Stream supports.*arch mobilenet_v2"):
-        CAStream(build_model({"arch": "mobilenet_v2"}, 3))
+    with pytest.raises(ValueError, match=r"CA-Stream supports.*arch vgg16_bn"):
+        CAStream(build_model({"arch": "vgg16_bn"}, 3))
 
 
 def test_guided_backprop_relu6_and_gelu():

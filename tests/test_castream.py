@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import perturb_batchnorm
 from torch import nn
-from torchvision.models import mobilenet_v2, resnet18
+from torchvision.models import mobilenet_v2, resnet18, vgg11
 
 from cambench.cli import main
 from cambench.data.store import Split, write_split
@@ -106,8 +106,69 @@ def test_torchvision_resnet_base_and_unsupported_bases():
     assert model(x).shape == (2, 5)
     assert model.last_attention.shape == (2, 2, 2)
     assert explain("gradcam", model, x, torch.tensor([0, 1])).shape == (2, 64, 64)
-    with pytest.raises(ValueError, match="CA-Stream supports.*not MobileNetV2"):
-        CAStream(mobilenet_v2(num_classes=5))
+    with pytest.raises(ValueError, match="CA-Stream supports.*not VGG"):
+        CAStream(vgg11(num_classes=5))
+
+
+def _mobilenet_base(wrapped: bool) -> nn.Module:
+    torch.manual_seed(0)
+    base = build_model({"arch": "mobilenet_v2"}, 5) if wrapped else mobilenet_v2(num_classes=5)
+    return perturb_batchnorm(base).eval()
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["cambench-arch", "torchvision"])
+def test_mobilenet_v2_base(wrapped):
+    base = _mobilenet_base(wrapped)
+    model = CAStream(base)
+    assert model.default_target_layer == "features.18"
+    assert [lin.in_features for lin in model.stream.proj] == [16, 24, 32, 96, 1280]
+    # the backbone keeps the base's names and values; only the stream is trainable
+    base_state = base.state_dict()
+    state = model.state_dict()
+    assert {k for k in state if not k.startswith("stream.")} == set(base_state)
+    assert all(torch.equal(state[k], v) for k, v in base_state.items())
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith("stream.") for name in trainable)
+    # train mode reaches the stream only: the classifier's dropout stays off
+    model.train()
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x), atol=0, rtol=0)
+    assert model.last_attention.shape == (3, 2, 2)
+    model.eval()
+    # the default target layer is the base's last feature map (what `features` returns)
+    with torch.no_grad():
+        expected = base.features(base.normalize(x) if wrapped else x)
+        got = CAStream(base).feature_maps(x)[-1]
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+    maps = explain("gradcam", model, x, torch.tensor([0, 1, 4]))
+    assert maps.shape == (3, 64, 64) and maps.amax() == 1
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["cambench-arch", "torchvision"])
+def test_mobilenet_v2_uniform_attention_is_global_average_pooling(wrapped):
+    base = _mobilenet_base(wrapped)
+    model = CAStream(base, blocks_at=["layer4"]).eval()
+    with torch.no_grad():
+        model.stream.q0.zero_()
+        last = model.stream.proj[-1]
+        last.weight.copy_(torch.eye(last.in_features))
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), base(x), atol=1e-5, rtol=0)
+
+
+def test_mobilenet_v2_castream_checkpoint_round_trip(tmp_path):
+    base_config = {"kind": "baseline", "arch": "mobilenet_v2"}
+    model = CAStream(_mobilenet_base(True), blocks_at=["layer2", "layer4"])
+    torch.nn.init.normal_(model.stream.q0)
+    config = {"kind": "castream", "base": "m", "blocks_at": ["layer2", "layer4"]}
+    config["base_config"] = base_config
+    save_checkpoint(tmp_path / "ca.pt", model, config, 5, list("abcde"))
+    loaded = load_checkpoint(tmp_path / "ca.pt")
+    assert isinstance(loaded, CAStream) and loaded.blocks_at == ("layer2", "layer4")
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(loaded(x), model.eval()(x), atol=0, rtol=0)
 
 
 def _toy_split(n: int, seed: int) -> Split:

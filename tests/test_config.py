@@ -113,3 +113,10 @@ def test_castream_base_must_be_a_plain_model():
         check_config({"methods": {}, "models": models})
     with pytest.raises(ValueError, match="'models.d.base': no model named 'zz'"):
         check_config({"methods": {}, "models": {"d": {"kind": "castream", "base": "zz"}}})
+
+
+def test_castream_base_arch_must_be_supported():
+    models = {"m": {"arch": "mobilenet_v2"}, "v": {"arch": "vgg16_bn"}}
+    check_config({"methods": {}, "models": {**models, "ca": {"kind": "castream", "base": "m"}}})
+    with pytest.raises(ValueError, match=r"'models.ca.base': CA-Stream supports.*'vgg16_bn'"):
+        check_config({"methods": {}, "models": {**models, "ca": {"kind": "castream", "base": "v"}}})

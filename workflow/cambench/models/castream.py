@@ -17,20 +17,29 @@ vector in front of the backbone's own classifier. A position left out of
 (``z_ℓ = q_ℓ``). ``q_0`` is initialised from N(1, 1).
 
 The backbone and the classifier come from a trained base model, keep their names
-(``stem``/``layer1``…``layer4``/``fc``, so the default CAM target layer is still
-``layer4`` and the state-dict keys are the base's), never require grad, and stay in
-eval mode (frozen batch-norm statistics) even when the model is put in train mode.
-Only ``stream.*`` (``q_0`` and the ``W_ℓ``) learns.
+(so the state-dict keys are the base's and CAM target layers read as in the base),
+never require grad, and stay in eval mode (frozen batch-norm statistics, no dropout)
+even when the model is put in train mode. Only ``stream.*`` (``q_0`` and the ``W_ℓ``)
+learns.
 
-Supported bases: cambench's ``SmallResNet``, its wrapped torchvision ResNets (archs
-``resnet18``/``resnet34``/``resnet50``, whose ``castream_stem`` names the modules before
-``layer1``, input normalization included) and torchvision's bare ``ResNet``.
+Supported bases and where the five positions sit (:func:`stream_layout`):
+
+| base | stem | layer1 | layer2 | layer3 | layer4 (CAM target) | classifier |
+|---|---|---|---|---|---|---|
+| cambench ``SmallResNet`` | ``normalize``, ``stem`` | ``layer1`` | ``layer2`` | ``layer3`` | ``layer4`` | ``fc`` |
+| ResNet-18/34/50 (cambench's wrapped archs, or torchvision's bare ``ResNet``) | ``conv1``…``maxpool`` (after ``normalize``) | ``layer1`` | ``layer2`` | ``layer3`` | ``layer4`` | ``fc`` |
+| MobileNet-V2 (wrapped ``mobilenet_v2`` or bare) | ``features.0-1`` (stride 2) | ``features.2-3`` (4) | ``features.4-6`` (8) | ``features.7-13`` (16) | ``features.14-18`` (32) | ``classifier`` |
+
+MobileNet-V2's positions are its resolution stages (the 16-, 24-, 32-, 96- and
+1280-channel outputs); its default CAM target is ``features.18``, the same tensor as the
+base's default target ``features``. Other bases (VGG, ConvNeXt) raise ``ValueError``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -84,25 +93,87 @@ def _check_blocks_at(blocks_at: Sequence[str]) -> tuple[str, ...]:
     return tuple(p for p in POSITIONS if p in blocks)  # network order
 
 
-def _backbone_layout(base: nn.Module) -> list[str]:
-    """Names of the base's modules that make up the stem, in call order."""
-    from torchvision.models import ResNet
+@dataclass(frozen=True)
+class StreamLayout:
+    """How a base model splits into the stream's five positions.
+
+    ``keep``: the base's top-level modules the CA-Stream model registers (same names);
+    ``positions``: for each of :data:`POSITIONS`, the dotted paths of the modules run in
+    order to reach that position's feature map; ``head``: the classifier module (ends
+    in a Linear) that takes the last token; ``target_layer``: the default CAM layer.
+    """
+
+    keep: tuple[str, ...]
+    positions: tuple[tuple[str, ...], ...]
+    head: str
+    target_layer: str
+
+
+# MobileNet-V2's ``features`` indices per resolution stage (torchvision's 19 modules).
+_MOBILENET_STAGES = ((0, 1), (2, 3), (4, 5, 6), tuple(range(7, 14)), tuple(range(14, 19)))
+_RESNET_LAYERS = tuple((name,) for name in POSITIONS[1:])
+
+
+def _resnet_layout(stem: Sequence[str]) -> StreamLayout:
+    return StreamLayout(
+        keep=(*stem, *POSITIONS[1:], "fc"),
+        positions=(tuple(stem), *_RESNET_LAYERS),
+        head="fc",
+        target_layer="layer4",
+    )
+
+
+def _mobilenet_layout(base: nn.Module, normalize: bool) -> StreamLayout:
+    if len(base.features) != 19:
+        raise ValueError(
+            f"CA-Stream expects torchvision's MobileNet-V2 layout (19 feature modules), "
+            f"got {len(base.features)}"
+        )
+    positions = [tuple(f"features.{i}" for i in stage) for stage in _MOBILENET_STAGES]
+    if normalize:
+        positions[0] = ("normalize", *positions[0])
+    return StreamLayout(
+        keep=(*(["normalize"] if normalize else []), "features", "classifier"),
+        positions=tuple(positions),
+        head="classifier",
+        target_layer="features.18",
+    )
+
+
+def stream_layout(base: nn.Module) -> StreamLayout:
+    """The :class:`StreamLayout` of a supported base model; ``ValueError`` otherwise."""
+    from torchvision.models import MobileNetV2, ResNet
 
     from cambench.models.small_resnet import SmallResNet
+    from cambench.models.torchvision_models import RESNET_STEM, TorchvisionClassifier
 
     if isinstance(base, SmallResNet):
-        return ["normalize", "stem"]
+        return _resnet_layout(("normalize", "stem"))
     if isinstance(base, ResNet):
-        return ["conv1", "bn1", "relu", "maxpool"]
-    stem = getattr(base, "castream_stem", None)  # cambench's wrapped torchvision ResNets
-    if stem:
-        return list(stem)
+        return _resnet_layout(RESNET_STEM[1:])
+    if isinstance(base, MobileNetV2):
+        return _mobilenet_layout(base, normalize=False)
+    if isinstance(base, TorchvisionClassifier):
+        if base.spec.family == "resnet":
+            return _resnet_layout(RESNET_STEM)
+        if base.spec.family == "mobilenet_v2":
+            return _mobilenet_layout(base, normalize=True)
     name = type(base).__name__
     arch = getattr(base, "arch", None)
     raise ValueError(
-        "CA-Stream supports cambench's SmallResNet, its resnet18/34/50 archs and torchvision "
-        f"ResNets as base models, not {name}" + (f" (arch {arch})" if arch else "")
+        "CA-Stream supports cambench's SmallResNet, its resnet18/34/50 and mobilenet_v2 archs "
+        f"and torchvision's ResNet and MobileNetV2 as base models, not {name}"
+        + (f" (arch {arch})" if arch else "")
     )
+
+
+def _head_linear(head: nn.Module) -> nn.Linear | None:
+    """The classifier's final Linear (the head itself or the last module of a Sequential)."""
+    if isinstance(head, nn.Linear):
+        return head
+    if isinstance(head, nn.Sequential) and len(head) and isinstance(head[-1], nn.Linear):
+        return head[-1]
+    return None
 
 
 class CAStream(nn.Module):
@@ -112,17 +183,21 @@ class CAStream(nn.Module):
     detached, after every forward pass.
     """
 
-    default_target_layer = "layer4"
-
     def __init__(self, base: nn.Module, blocks_at: Sequence[str] = POSITIONS) -> None:
         super().__init__()
         self.blocks_at = _check_blocks_at(blocks_at)
-        self.stem_names = _backbone_layout(base)
-        for name in [*self.stem_names, *POSITIONS[1:], "fc"]:
+        self.layout = stream_layout(base)
+        for name in self.layout.keep:
             self.add_module(name, getattr(base, name))
-        if not isinstance(self.fc, nn.Linear):
-            raise ValueError(f"the base model's classifier 'fc' must be a Linear, got {self.fc}")
-        self.backbone_names = [*self.stem_names, *POSITIONS[1:], "fc"]
+        self.default_target_layer = self.layout.target_layer
+        linear = _head_linear(self.head)
+        if linear is None:
+            raise ValueError(
+                f"the base model's classifier {self.layout.head!r} must be a Linear or end in "
+                f"one, got {self.head}"
+            )
+        self.head_in_features = linear.in_features
+        self.backbone_names = list(self.layout.keep)
         for name in self.backbone_names:
             getattr(self, name).requires_grad_(False)
         self.stream = ClassTokenStream(self._feature_dims(base), self.blocks_at)
@@ -138,11 +213,17 @@ class CAStream(nn.Module):
         finally:
             for m, mode in modes.items():
                 m.training = mode
-        if dims[-1] != self.fc.in_features:
+        if dims[-1] != self.head_in_features:
             raise ValueError(
-                f"the classifier takes {self.fc.in_features} features, the last stage has {dims[-1]}"
+                f"the classifier takes {self.head_in_features} features, "
+                f"the last stage has {dims[-1]}"
             )
         return dims
+
+    @property
+    def head(self) -> nn.Module:
+        """The base's classifier (a property, so its parameters keep the base's names)."""
+        return getattr(self, self.layout.head)
 
     def train(self, mode: bool = True) -> CAStream:
         """Only the stream changes mode; the backbone's batch norms stay in eval mode."""
@@ -154,10 +235,6 @@ class CAStream(nn.Module):
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The feature maps at the five positions (stem, layer1…layer4)."""
         return list(self._stream_inputs(x))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last stage's feature map (B, C, h, w)."""
-        return self.feature_maps(x)[-1]
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """The token that goes into the classifier (B, d), in place of the GAP vector."""
@@ -175,14 +252,12 @@ class CAStream(nn.Module):
             token = proj(token)
         return token
 
-    def _stream_inputs(self, x: torch.Tensor):
+    def _stream_inputs(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
         """Feature maps position by position (lazily, so hooks see the usual call order)."""
-        for name in self.stem_names:
-            x = getattr(self, name)(x)
-        yield x
-        for name in POSITIONS[1:]:
-            x = getattr(self, name)(x)
+        for paths in self.layout.positions:
+            for path in paths:
+                x = self.get_submodule(path)(x)
             yield x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pooled(x))
+        return self.head(self.pooled(x))
