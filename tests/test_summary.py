@@ -12,6 +12,8 @@ from cambench.metrics.statistics import bootstrap_mean_ci, wilcoxon_signed_rank
 from cambench.summary import (
     METRIC_COLUMNS,
     compare_models,
+    model_table,
+    models_markdown,
     reference_pairs,
     summarize_metrics,
     write_summary,
@@ -203,3 +205,39 @@ def test_missing_columns_name_them(tmp_path):
     pd.DataFrame({"model": ["m"], "method": ["x"], "AD": [1.0]}).to_csv(path, index=False)
     with pytest.raises(ValueError, match="iou"):
         write_summary([path], [], tmp_path / "s.csv", tmp_path / "s.md")
+
+
+def test_models_table_reads_the_histories(tmp_path):
+    def history(name, kind, epochs, total, trainable):
+        return {
+            "model": name,
+            "kind": kind,
+            "epochs": [
+                {"epoch": i + 1, "test_acc": acc, "grad_cosine": cos}
+                for i, (acc, cos) in enumerate(epochs)
+            ],
+            "test_acc": epochs[-1][0],
+            "parameters": total,
+            "trainable_parameters": trainable,
+            "seconds": 12.25,
+        }
+
+    paths = []
+    for name, kind, epochs, trainable in (
+        ("baseline", "baseline", [(0.5, 0.1), (0.9125, 0.2)], 1000),
+        ("ca", "castream", [(0.875, 0.15)], 40),
+    ):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(history(name, kind, epochs, 1040, trainable)))
+    table = model_table(paths)
+    assert table["epochs"].tolist() == [2, 1]
+    assert table["test_accuracy"].tolist() == [91.25, 87.5]
+    assert table["grad_cosine"].tolist() == [0.2, 0.15]  # the last epoch's
+    assert table["trainable_parameters"].tolist() == [1000, 40]
+    md = models_markdown(table)
+    assert "| baseline | baseline | 2 | 91.2 | 0.200 | 1040 | 1000 | 12.2 |" in md
+    assert "| ca | castream | 1 | 87.5 | 0.150 | 1040 | 40 | 12.2 |" in md
+    assert "grad. cosine" in md and "guided-backpropagation" in md
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="bad.json: cannot read training history"):
+        model_table([tmp_path / "bad.json"])

@@ -83,7 +83,7 @@ def test_summary_has_one_row_per_model_and_method(run):
     assert (summary["AD"] <= summary["AD_ci_high"]).all()
     assert set(summary["protocol"]) == {"custom"}
     text = (run / "results" / "tiny" / "summary.md").read_text()
-    assert "| baseline | gradcam |" in text and "test_accuracy" in text
+    assert "| baseline | gradcam |" in text and "test acc. (%)" in text and "grad. cosine" in text
     assert "custom: 8 steps" in text and "**" in text
     comparison = (run / "results" / "tiny" / "comparison.md").read_text()
     assert "Only one model (baseline)" in comparison
