@@ -111,3 +111,83 @@ def test_cache_inspect_cli(tmp_path):
         check=True,
     ).stdout
     assert "saliency" in out and "(4, 3, 3)" in out and "@method" in out and "gradcam" in out
+
+
+def _saliency_command(tmp_path, out, method="opticam", params='{"iterations": 80}'):
+    return [
+        sys.executable,
+        "-m",
+        "cambench",
+        "saliency",
+        "--model",
+        str(tmp_path / "model.pt"),
+        "--data",
+        str(tmp_path / "test.h5"),
+        "--method",
+        method,
+        "--params",
+        params,
+        "--n-images",
+        "24",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
+
+
+def _n_done(tmp_file) -> int:
+    """``n_done`` of a temporary file another process is writing (0 if unreadable yet)."""
+    try:
+        with h5py.File(tmp_file, "r", locking=False) as f:
+            return int(f.attrs["n_done"])
+    except (OSError, KeyError):
+        return 0
+
+
+def test_killed_saliency_job_resumes_to_the_uninterrupted_maps(tmp_path):
+    """SIGKILL a `cambench saliency` process after its first batches are written; the
+    rerun computes only the remaining batches and its maps equal an uninterrupted run's."""
+    import signal
+    import time
+
+    from cambench.data.shapes import CLASS_NAMES, generate_shapes
+    from cambench.data.store import Split, write_split
+    from cambench.models import build_model, save_checkpoint
+
+    images, labels, masks = generate_shapes(24, 32, 4, seed=5)
+    write_split(tmp_path / "test.h5", Split(images, labels, masks, list(CLASS_NAMES[:4])))
+    torch.manual_seed(0)
+    config = {"kind": "baseline", "width": 4, "blocks": [1, 1, 1, 1]}
+    save_checkpoint(tmp_path / "model.pt", build_model(config, 4), config, 4, list(CLASS_NAMES[:4]))
+
+    out = tmp_path / "killed.h5"
+    tmp_file = tmp_path / ".killed.h5.tmp"
+    process = subprocess.Popen(
+        _saliency_command(tmp_path, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while _n_done(tmp_file) < 8 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = _n_done(tmp_file)
+    assert 8 <= done < 24, f"the job was not killed mid-run (n_done = {done})"
+    assert not out.exists()
+    with pytest.raises(CacheError, match="killed.h5"):
+        read_saliency(tmp_file)  # an incomplete file is refused, naming it
+
+    rerun = subprocess.run(
+        _saliency_command(tmp_path, out), capture_output=True, text=True, check=True
+    )
+    remaining = (24 - done) // 4
+    assert f"{remaining}/{remaining}" in rerun.stderr  # only the missing batches ran
+    subprocess.run(_saliency_command(tmp_path, tmp_path / "whole.h5"), check=True)
+    resumed, whole = read_saliency(out), read_saliency(tmp_path / "whole.h5")
+    assert torch.equal(resumed.maps, whole.maps)
+    assert torch.equal(resumed.target, whole.target)
+    assert not tmp_file.exists()
