@@ -95,22 +95,9 @@ def test_nothing_to_do_after_a_complete_run(run):
 
 
 def test_changing_one_method_parameter_reruns_only_that_method(run):
-    config = yaml.safe_load((run / "tiny.yaml").read_text())
-    config["methods"]["random"]["seed"] += 1
-    (run / "tiny-seed.yaml").write_text(yaml.safe_dump(config))
-    proc = snakemake(run, "-n", "--configfile", "tiny-seed.yaml")
-    jobs = planned_jobs(proc.stdout)
-    assert jobs == {
-        "saliency": 2,
-        "metrics": 2,
-        "summarize": 1,
-        "plot_summary": 1,
-        "plot_bars": 1,
-        "plot_curves": 1,
-        "plot_distributions": 1,
-        "plot_saliency_grid": 1,
-        "all": 1,
-    }
+    name = _config_with(run, "tiny-seed.yaml", **{"methods.random.seed": 8})
+    proc = snakemake(run, "-n", "--configfile", name)
+    assert planned_jobs(proc.stdout) == {"saliency": 2, "metrics": 2, **AGGREGATES}
     planned = [line for line in proc.stdout.splitlines() if line.strip().startswith("output:")]
     saliency_outputs = [line for line in planned if "/saliency/" in line]
     assert len(saliency_outputs) == 2
@@ -133,15 +120,21 @@ def test_report_builds_with_every_figure(run):
         assert name in html
 
 
-def _dry_run_with(run, name: str, **changes) -> dict[str, int]:
+def _config_with(run, name: str, **changes) -> str:
+    """Write ``name``: the tiny config with ``changes`` (dotted keys) applied."""
     config = yaml.safe_load((run / "tiny.yaml").read_text())
     for dotted, value in changes.items():
         node = config
         *parents, leaf = dotted.split(".")
         for key in parents:
-            node = node[key]
+            node = node.setdefault(key, {})
         node[leaf] = value
     (run / name).write_text(yaml.safe_dump(config))
+    return name
+
+
+def _dry_run_with(run, name: str, **changes) -> dict[str, int]:
+    name = _config_with(run, name, **changes)
     return planned_jobs(snakemake(run, "-n", "--configfile", name).stdout)
 
 
@@ -235,21 +228,40 @@ def test_changing_the_pointing_tolerance_reruns_metrics_not_saliency(run):
 
 
 def test_a_protocol_that_contradicts_the_explained_class_fails_before_any_job(run):
-    name = "tiny-opticam.yaml"
-    config = yaml.safe_load((run / "tiny.yaml").read_text())
-    config["metrics"] = {"protocol": "opticam"}  # the Opti-CAM protocol: predicted class
-    (run / name).write_text(yaml.safe_dump(config))
+    # the Opti-CAM protocol explains the predicted class, the tiny config the label
+    name = _config_with(run, "tiny-opticam.yaml", metrics={"protocol": "opticam"})
     proc = snakemake(run, "-n", "--configfile", name, check=False)
     assert proc.returncode != 0
     assert "eval.target: predicted" in proc.stdout + proc.stderr
 
 
+def test_changing_a_base_model_retrains_its_castream_model(run):
+    """A CA-Stream model is trained on its base's checkpoint: a new base retrains it;
+    a change of the CA-Stream model's own training retrains it alone."""
+    castream = {"kind": "castream", "base": "baseline", "epochs": 1, "batch_size": 64}
+    target = "results/tiny/models/castream.pt"
+    name = _config_with(run, "tiny-ca.yaml", **{"models.castream": castream})
+    # (targets before --configfile, which takes several values)
+    snakemake(run, target, "--cores", "2", "--configfile", name)
+    assert "Nothing to be done" in snakemake(run, "-n", target, "--configfile", name).stdout
+
+    def planned_models(config_name: str) -> set[str]:
+        stdout = snakemake(run, "-n", target, "--configfile", config_name).stdout
+        outputs = [line for line in stdout.splitlines() if line.strip().startswith("output:")]
+        return {m for m in ("baseline", "castream") for o in outputs if f"models/{m}.pt" in o}
+
+    base_lr = {"models.castream": castream, "models.baseline.lr": 0.02}
+    assert planned_models(_config_with(run, "tiny-ca-base.yaml", **base_lr)) == {
+        "baseline",
+        "castream",
+    }
+    own_lr = {"models.castream": {**castream, "lr": 0.02}}
+    assert planned_models(_config_with(run, "tiny-ca-own.yaml", **own_lr)) == {"castream"}
+
+
 # Last: it adds results (the sanity check) that the tiny config does not ask for.
 def test_randomization_sanity_check_flags_model_independent_methods(run):
-    config = yaml.safe_load((run / "tiny.yaml").read_text())
-    config["sanity"] = {"randomization": True, "n_images": 6}
-    (run / "tiny-sanity.yaml").write_text(yaml.safe_dump(config))
-    plan = planned_jobs(snakemake(run, "-n", "--configfile", "tiny-sanity.yaml").stdout)
+    plan = _dry_run_with(run, "tiny-sanity.yaml", sanity={"randomization": True, "n_images": 6})
     assert plan == {
         "randomization": 3,
         "plot_randomization": 1,
