@@ -428,3 +428,23 @@ def test_palette_deterministic_and_distinct():
 def test_plots_do_not_import_torch():
     code = "import sys, cambench.plots; print('torch' in sys.modules)"
     assert run_python(code) == "False"
+
+
+def test_figure_inputs_name_the_file_at_fault(tmp_path):
+    from cambench.plots.inputs import read_tables
+
+    good = tmp_path / "good.csv"
+    pd.DataFrame({"method": ["a"], "x": [1.0]}).to_csv(good, index=False)
+    no_method = tmp_path / "no_method.csv"
+    pd.DataFrame({"x": [1.0]}).to_csv(no_method, index=False)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert len(read_tables([good, good], "rows", ["method"])) == 2
+    with pytest.raises(ValueError, match=r"no_method.csv: missing column\(s\) 'method'"):
+        read_tables([good, no_method], "rows", ["method"])
+    with pytest.raises(ValueError, match="empty.csv: not a readable CSV"):
+        read_tables([empty], "rows")
+    with pytest.raises(ValueError, match="gone.csv: rows not found"):
+        read_tables([tmp_path / "gone.csv"], "rows")
+    with pytest.raises(ValueError, match="non-empty list"):
+        read_tables([], "rows")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from cambench.plots.inputs import read_tables
 from cambench.plots.style import method_color, new_figure, save_figure, styled
 
 # (per-image column, title, higher is better)
@@ -24,21 +24,7 @@ DISTRIBUTION_METRICS: tuple[tuple[str, str, bool], ...] = (
 
 def read_per_image(csv_files: Sequence[str | os.PathLike]) -> pd.DataFrame:
     """Concatenate per-image metric CSVs; errors name the file."""
-    if isinstance(csv_files, (str, os.PathLike)) or not csv_files:
-        raise ValueError(f"expected a non-empty list of per-image CSV files, got {csv_files!r}")
-    frames = []
-    for file in csv_files:
-        path = Path(file)
-        try:
-            frame = pd.read_csv(path)
-        except FileNotFoundError as err:
-            raise ValueError(f"{path}: per-image metrics not found") from err
-        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path}: not a readable CSV file ({err})") from err
-        if "method" not in frame.columns:
-            raise ValueError(f"{path}: missing column 'method'")
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    return read_tables(csv_files, "per-image metrics", required=("method",))
 
 
 @styled

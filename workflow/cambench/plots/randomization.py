@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from cambench.plots.inputs import read_tables
 from cambench.plots.style import (
     method_color,
     method_linestyle,
@@ -24,22 +24,7 @@ MAX_PANELS_PER_ROW = 3
 
 def read_randomization_csvs(csv_files: Sequence[str | os.PathLike]) -> pd.DataFrame:
     """Concatenate randomization CSVs; errors name the file and the missing column."""
-    if isinstance(csv_files, (str, os.PathLike)) or not csv_files:
-        raise ValueError(f"expected a non-empty list of randomization CSVs, got {csv_files!r}")
-    frames = []
-    for file in csv_files:
-        path = Path(file)
-        try:
-            frame = pd.read_csv(path)
-        except FileNotFoundError as err:
-            raise ValueError(f"{path}: randomization results not found") from err
-        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path}: not a readable CSV file ({err})") from err
-        missing = [c for c in RANDOMIZATION_COLUMNS if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}")
-        frames.append(frame)
-    df = pd.concat(frames, ignore_index=True)
+    df = read_tables(csv_files, "randomization results", required=RANDOMIZATION_COLUMNS)
     df["model"] = df["model"].astype(str)
     df["method"] = df["method"].astype(str)
     return df

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 
+from cambench.plots.inputs import read_table
 from cambench.plots.style import new_figure, save_figure, styled
 
 # (column in summary.csv, header in the figure, higher is better)
@@ -32,18 +33,7 @@ MAX_PANELS_PER_ROW = 3
 def read_summary(summary_csv: str | os.PathLike) -> pd.DataFrame:
     """Read and check ``summary.csv``; errors name the file and the offending column."""
     path = Path(summary_csv)
-    try:
-        df = pd.read_csv(path)
-    except FileNotFoundError as err:
-        raise ValueError(f"{path}: summary file not found") from err
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not a readable CSV file ({err})") from err
-    missing = [c for c in SUMMARY_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}; "
-            f"a summary needs {list(SUMMARY_COLUMNS)}"
-        )
+    df = read_table(path, "summaries", required=SUMMARY_COLUMNS)
     if df.empty:
         raise ValueError(f"{path}: the summary has no rows")
     for column in ("n_images", *(m[0] for m in METRICS)):
