@@ -33,6 +33,19 @@ def small_resnet() -> torch.nn.Module:
     return perturb_batchnorm(build_model({"width": 8, "blocks": [1, 1, 1, 1]}, 10)).eval()
 
 
+def small_mobilenet() -> torch.nn.Module:
+    """A narrow torchvision MobileNet-V2 (ReLU6, 10 classes) behind ImageNet normalization:
+    a non-ResNet model for peer comparisons; ``1.features`` is its last stage."""
+    from torchvision.models import mobilenet_v2
+
+    from cambench.models.normalization import Normalize
+
+    torch.manual_seed(0)
+    net = perturb_batchnorm(mobilenet_v2(num_classes=10, width_mult=0.35))
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    return torch.nn.Sequential(Normalize(mean, std), net).eval()
+
+
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))

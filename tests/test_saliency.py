@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import perturb_batchnorm
+from conftest import small_mobilenet
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
-from torchvision.models import mobilenet_v2
 
 from cambench.models.normalization import Normalize
 from cambench.saliency import METHODS, explain, finalize_maps, minmax_normalize
@@ -159,19 +158,13 @@ def test_cam_needs_a_gap_linear_head(images, targets):
         explain("cam", model, images, targets, layer="1")
 
 
-def _mobilenet() -> nn.Module:
-    torch.manual_seed(0)
-    net = perturb_batchnorm(mobilenet_v2(num_classes=10, width_mult=0.35))
-    return nn.Sequential(Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]), net).eval()
-
-
 @pytest.mark.parametrize("method", sorted(PEER))
 @pytest.mark.parametrize("arch", ["small_resnet", "mobilenet_v2"])
 def test_equals_pytorch_grad_cam(method, arch, small_resnet, images, targets):
     if arch == "small_resnet":
         model, layer, module = small_resnet, "layer4", small_resnet.layer4
     else:
-        model = _mobilenet()
+        model = small_mobilenet()
         layer, module = "1.features", model[1].features
         images = torch.nn.functional.interpolate(images, size=96, mode="bilinear")  # 3×3 features
     ours = explain(method, model, images, targets, layer=layer)

@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import small_mobilenet
 from pytorch_grad_cam import AblationCAM, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-from test_saliency import _mobilenet
 from torch import nn
 
 from cambench.models.normalization import Normalize
@@ -24,7 +24,7 @@ def _targets(targets):
 
 
 def _mobilenet_case(method, images):
-    model = _mobilenet()
+    model = small_mobilenet()
     # Score-CAM needs one forward per channel: a 56-channel block (whose output has
     # negative values) keeps it fast; Ablation-CAM takes the 1280-channel last stage.
     layer = "1.features.16" if method == "scorecam" else "1.features"
