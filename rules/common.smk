@@ -50,6 +50,13 @@ def model_json(wildcards):
     return as_json(config["models"][wildcards.model])
 
 
+def train_processes(wildcards):
+    """A model's training processes: its `gpus` key (default 1); more than one runs
+    torchrun data-parallel on one node, one process per GPU, each with its own copy
+    of the data (so memory scales too)."""
+    return config["models"][wildcards.model].get("gpus", 1)
+
+
 def method_json(wildcards):
     return as_json(method_params(config, wildcards.method))
 

@@ -30,9 +30,9 @@ rule train:
         ENV
     threads: 4
     resources:
-        mem_mb=8000,
+        mem_mb=lambda w: 8000 * train_processes(w),
         runtime=240,
-        gpu=GPU,
+        gpu=lambda w: GPU * train_processes(w),
     params:
         code=stage_digest("train"),
         model=model_json,

@@ -42,24 +42,8 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from cambench.data import read_split
-    from cambench.evaluation import write_json
-    from cambench.models import (
-        build_model,
-        check_model_config,
-        load_checkpoint,
-        save_checkpoint,
-    )
-    from cambench.models.castream import POSITIONS, CAStream
-    from cambench.runtime import seed_everything
-    from cambench.training import (
-        CrossEntropyObjective,
-        GradAlignObjective,
-        TrainConfig,
-        train_model,
-    )
+    from cambench.models import check_model_config
+    from cambench.training import TrainConfig, distributed
 
     device = _runtime(args)
     config = dict(args.model)
@@ -69,6 +53,85 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise ValueError("a castream model needs --base, the base model's checkpoint")
     if kind != "castream" and args.base:
         raise ValueError(f"--base is only for castream models, not kind {kind!r}")
+    gpus = TrainConfig.from_model_config(config).gpus
+    if distributed.launched_by_torchrun():
+        with distributed.process_group(device) as rank_device:
+            _train(args, rank_device)
+    elif gpus > 1:
+        _launch_train(args, device, gpus)
+    else:
+        _train(args, device)
+
+
+def _launch_train(args: argparse.Namespace, device, gpus: int) -> None:
+    """Run this training as ``gpus`` torchrun workers (see cambench.training.distributed)."""
+    import shlex
+
+    import torch
+
+    from cambench.training import distributed
+
+    try:
+        distributed.check_devices(device, gpus)
+    except ValueError as err:
+        raise ValueError(f"config key 'models.{args.name}.gpus' is {gpus}: {err}") from None
+    threads = max(1, (args.threads or torch.get_num_threads()) // gpus)
+    argv = _train_argv(args, threads)
+    print(f"{args.name}: {gpus} training processes on {device.type}, {threads} thread(s) each")
+    print(shlex.join(distributed.torchrun_command(gpus, argv)), flush=True)
+    status = distributed.run_torchrun(gpus, argv, threads)
+    if status != 0:
+        print(
+            f"cambench train: error: the {gpus} training processes failed (torchrun exit "
+            f"status {status}; their errors are above)",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+
+
+def _train_argv(args: argparse.Namespace, threads: int) -> list[str]:
+    """The ``train`` command line of ``args`` with ``threads``: what each torchrun
+    worker runs (keep in step with the train parser; tests/test_ddp.py checks)."""
+    argv = [
+        "train",
+        f"--train={args.train}",
+        f"--test={args.test}",
+        f"--model={json.dumps(args.model)}",
+        f"--name={args.name}",
+        f"--out-model={args.out_model}",
+        f"--out-history={args.out_history}",
+        f"--base={args.base}",
+        f"--device={args.device}",
+        f"--threads={threads}",
+    ]
+    if args.augment is not None:
+        argv.append(f"--augment={json.dumps(args.augment)}")
+    if args.no_resume:
+        argv.append("--no-resume")
+    if args.no_progress:
+        argv.append("--no-progress")
+    return argv
+
+
+def _train(args: argparse.Namespace, device) -> None:
+    """Train and save one model; on several processes each calls this, rank 0 writes."""
+    from pathlib import Path
+
+    from cambench.data import read_split
+    from cambench.evaluation import write_json
+    from cambench.models import build_model, load_checkpoint, save_checkpoint
+    from cambench.models.castream import POSITIONS, CAStream
+    from cambench.runtime import seed_everything
+    from cambench.training import (
+        CrossEntropyObjective,
+        GradAlignObjective,
+        TrainConfig,
+        distributed,
+        train_model,
+    )
+
+    config = dict(args.model)
+    kind = config.get("kind", "baseline")
     train_config = TrainConfig.from_model_config(config)
     seed_everything(train_config.seed)
     train = read_split(args.train)
@@ -108,6 +171,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         resume_path=resume,
     )
     seconds = time.perf_counter() - start
+    world = distributed.current_world()
+    if not world.is_main:
+        return
     save_checkpoint(args.out_model, model, config, num_classes, train.class_names)
     write_json(
         args.out_history,
@@ -122,6 +188,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "seconds": seconds,
             "device": str(device),
+            "processes": world.size,
         },
     )
     if resume is not None:
@@ -276,7 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-test", required=True, help="test split (.h5)")
     p.set_defaults(func=cmd_prepare_data)
 
-    p = sub.add_parser("train", help="train one model; write its checkpoint and history")
+    p = sub.add_parser(
+        "train",
+        help="train one model; write its checkpoint and history",
+        description="Train one model; write its checkpoint and history. With the model's "
+        "gpus: N > 1 this command runs itself as N data-parallel processes through "
+        "`python -m torch.distributed.run --standalone --nproc_per_node N` (one per GPU; "
+        "gloo processes on the CPU) and --threads is shared among them.",
+    )
     p.add_argument("--train", required=True, help="train split (.h5)")
     p.add_argument("--test", required=True, help="test split (.h5), for the per-epoch accuracy")
     p.add_argument("--model", type=_json, required=True, help="the model's config entry, as JSON")

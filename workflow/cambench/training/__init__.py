@@ -1,4 +1,5 @@
-"""Training: one resumable loop, with cross-entropy or gradient-aligned objectives."""
+"""Training: one resumable loop, with cross-entropy or gradient-aligned objectives, on
+one process or data-parallel on several (:mod:`cambench.training.distributed`)."""
 
 from cambench.training.gradalign import (
     DISTANCES,

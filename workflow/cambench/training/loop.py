@@ -38,6 +38,12 @@ fingerprint is stored) continues after the last finished epoch and ends with the
 same weights, bit for bit on the CPU, as an uninterrupted run. A resume file of
 another setup is ignored (and replaced after the first epoch). The caller deletes
 the file once it has saved the trained model (``cambench train`` does).
+
+Several processes (``gpus: N``, launched by torchrun): when a process group is
+initialized the loop trains data-parallel, each rank on its part of every global
+batch, with the gradients summed over the ranks after backward; rank 0 evaluates and
+writes the resume file. The choices (data order, no DDP wrapper, batch norm, random
+streams) are in :mod:`cambench.training.distributed`.
 """
 
 from __future__ import annotations
@@ -59,8 +65,9 @@ from torch import nn
 from tqdm import tqdm
 
 from cambench.atomic import atomic_output
-from cambench.data.augment import augment_batch, check_augment
+from cambench.data.augment import apply_augment, augment_batch, check_augment, sample_augment
 from cambench.data.store import Split
+from cambench.training import distributed
 from cambench.training.gradalign import CrossEntropyObjective, gradient_cosine
 
 PROBE_SIZE = 64  # the fixed held-out batch of grad_cosine: the first test images
@@ -84,6 +91,9 @@ class TrainConfig:
 
     ``hflip``: None follows the augmentation config, True/False overrides its flip.
     ``amp`` / ``channels_last``: None = on when training on CUDA; always off on CPU.
+    ``gpus``: training processes (one per GPU, data-parallel, see
+    :mod:`cambench.training.distributed`); ``batch_size`` is the global batch and must
+    be a multiple of it.
     """
 
     epochs: int = 10
@@ -101,6 +111,7 @@ class TrainConfig:
     amp: bool | None = None
     channels_last: bool | None = None
     seed: int = 0
+    gpus: int = 1
 
     def __post_init__(self) -> None:
         def need(ok: bool, key: str, problem: str) -> None:
@@ -111,13 +122,20 @@ class TrainConfig:
             value = getattr(self, key)
             return isinstance(value, (int, float)) and not isinstance(value, bool)
 
-        for key in ("epochs", "batch_size", "step_size", "seed"):
+        for key in ("epochs", "batch_size", "step_size", "seed", "gpus"):
             value = getattr(self, key)
             need(isinstance(value, int) and not isinstance(value, bool), key, "must be an integer")
         need(self.epochs >= 1, "epochs", "must be >= 1")
         need(self.batch_size >= 1, "batch_size", "must be >= 1")
         need(self.step_size >= 1, "step_size", "must be >= 1")
         need(self.seed >= 0, "seed", "must be >= 0")
+        need(self.gpus >= 1, "gpus", "must be >= 1")
+        need(
+            self.batch_size % self.gpus == 0,
+            "batch_size",
+            f"must be a multiple of gpus ({self.gpus}): it is the global batch, split "
+            "evenly over the processes",
+        )
         need(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
         need(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}")
         need(number("lr") and self.lr > 0, "lr", "must be a number > 0")
@@ -244,18 +262,19 @@ def resume_fingerprint(
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def _read_resume(path: Path, fingerprint: str) -> dict[str, Any] | None:
+def _read_resume(path: Path, fingerprint: str, verbose: bool = True) -> dict[str, Any] | None:
+    say = print if verbose else (lambda *_: None)
     if not path.is_file():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a damaged file: start over
-        print(f"ignoring unreadable resume file {path} ({err})")
+        say(f"ignoring unreadable resume file {path} ({err})")
         return None
     if state.get("format") != RESUME_FORMAT or state.get("fingerprint") != fingerprint:
-        print(f"ignoring resume file {path}: it belongs to another training setup")
+        say(f"ignoring resume file {path}: it belongs to another training setup")
         return None
-    print(f"resuming from {path} after epoch {state['epoch']}")
+    say(f"resuming from {path} after epoch {state['epoch']}")
     return state
 
 
@@ -265,6 +284,27 @@ def _write_resume(path: Path, state: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- the loop
+
+
+def _augment_part(
+    images: torch.Tensor,
+    part: slice,
+    batch: int,
+    augment: dict[str, Any],
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Augment a rank's ``part`` of a global batch of ``batch`` images.
+
+    The parameters are drawn for the whole global batch, so that every rank's
+    generator stays in step with a one-process run's, and only this part's are
+    applied; with one process this is :func:`augment_batch` of the whole batch.
+    """
+    if images.shape[0] == batch:
+        return augment_batch(images, augment, generator)
+    params = sample_augment(batch, images.shape[2], images.shape[3], augment, generator)
+    if images.shape[0] == 0:
+        return images
+    return apply_augment(images, {k: v[part] for k, v in params.items()}, augment)
 
 
 def train_model(
@@ -293,7 +333,17 @@ def train_model(
     ``augment``: the dataset's augment mapping (see :func:`effective_augment`).
     ``resume_path``: where to keep the per-epoch resume state (see the module doc).
     Images stay uint8 until the batch is on the device.
+
+    Data-parallel when a process group of ``config.gpus`` processes is initialized
+    (every rank calls this with the same arguments and its own ``device``); every rank
+    returns rank 0's history and ends with the same weights.
     """
+    world = distributed.current_world()
+    if world.size != config.gpus:
+        raise ValueError(
+            f"gpus: the training config asks for {config.gpus} process(es), this run has "
+            f"{world.size} (`cambench train` launches torchrun with gpus processes)"
+        )
     objective = objective or CrossEntropyObjective(label_smoothing=config.label_smoothing)
     smoothing = getattr(objective, "label_smoothing", config.label_smoothing)
     if smoothing != config.label_smoothing:
@@ -322,11 +372,12 @@ def train_model(
     probe_labels = test.labels[:PROBE_SIZE].to(device)
     optimizer = build_optimizer(params, config)
     steps_per_epoch = -(-len(train) // config.batch_size)
+    # the same seed on every rank: the same batches and augmentations as one process
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
     first_epoch, step = 1, 0
     resume = Path(resume_path) if resume_path is not None else None
-    state = _read_resume(resume, fingerprint) if resume is not None else None
+    state = _read_resume(resume, fingerprint, world.is_main) if resume is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -336,6 +387,9 @@ def train_model(
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         history = list(state["history"])
         first_epoch, step = int(state["epoch"]) + 1, int(state["step"])
+    if world.size > 1:
+        distributed.broadcast_from_main(model)  # identical replicas, however initialized
+        distributed.barrier()  # every rank has read the resume file before rank 0 rewrites it
     autocast = (
         (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
         if use_amp
@@ -343,6 +397,8 @@ def train_model(
     )
     for epoch in range(first_epoch, config.epochs + 1):
         model.train()
+        if world.size > 1:  # own dropout masks per rank, the same after a resume
+            torch.manual_seed(distributed.rank_seed(config.seed, epoch, world.rank))
         start = time.perf_counter()
         order = torch.randperm(len(train), generator=generator)
         sums: dict[str, float] = {}
@@ -350,38 +406,50 @@ def train_model(
         bar = tqdm(
             range(steps_per_epoch),
             desc=f"epoch {epoch}/{config.epochs}",
-            disable=not progress,
+            disable=not (progress and world.is_main),
             leave=False,
         )
         for batch in bar:
             idx = order[batch * config.batch_size : (batch + 1) * config.batch_size]
-            images = train.images[idx].to(device).float().div_(255.0)
-            labels = train.labels[idx].to(device)
-            images = augment_batch(images, augment, generator)
+            part = distributed.batch_part(len(idx), world)  # all of idx on one process
+            mine = idx[part]
+            images = train.images[mine].to(device).float().div_(255.0)
+            labels = train.labels[mine].to(device)
+            images = _augment_part(images, part, len(idx), augment, generator)
             images = images.contiguous(memory_format=memory_format)
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * lr_factor(config, step, steps_per_epoch)
-            with autocast():
-                loss, logits, parts = objective(model, images, labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if len(mine) > 0:  # a rank's part of a small last batch can be empty
+                with autocast():
+                    loss, logits, parts = objective(model, images, labels)
+                loss.backward()
+                for key, value in {"loss": loss, **parts}.items():
+                    sums[key] = sums.get(key, 0.0) + value.item() * len(mine)
+                correct += int((logits.argmax(1) == labels).sum())
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            if world.size > 1:  # the gradient of the global batch's mean loss
+                distributed.sum_gradients(params, len(mine) / len(idx))
             optimizer.step()
             step += 1
-            for key, value in {"loss": loss, **parts}.items():
-                sums[key] = sums.get(key, 0.0) + value.item() * len(idx)
-            correct += int((logits.argmax(1) == labels).sum())
-            bar.set_postfix(loss=f"{loss.item():.3f}")
         seconds = time.perf_counter() - start
-        entry = {"epoch": epoch, **{f"train_{k}": v / len(train) for k, v in sums.items()}}
-        entry.update(
-            train_acc=correct / len(train),
-            test_acc=evaluate_accuracy(model, test, device),
-            grad_cosine=gradient_cosine(model, probe_images, probe_labels),
-            lr=config.lr * lr_factor(config, step, steps_per_epoch),
-            seconds=seconds,
-        )
+        if world.size > 1:
+            sums, correct = _sum_over_ranks(sums, correct)
+            distributed.broadcast_from_main(model)  # rank 0's batch-norm statistics
+        entry: dict[str, float] | None = None
+        if world.is_main:
+            entry = {"epoch": epoch, **{f"train_{k}": v / len(train) for k, v in sums.items()}}
+            entry.update(
+                train_acc=correct / len(train),
+                test_acc=evaluate_accuracy(model, test, device),
+                grad_cosine=gradient_cosine(model, probe_images, probe_labels),
+                lr=config.lr * lr_factor(config, step, steps_per_epoch),
+                seconds=seconds,
+            )
+        if world.size > 1:
+            entry = distributed.broadcast_object(entry)
         history.append(entry)
-        if resume is not None:
+        if resume is not None and world.is_main:
             _write_resume(
                 resume,
                 {
@@ -397,7 +465,7 @@ def train_model(
                     "history": history,
                 },
             )
-        if progress:
+        if progress and world.is_main:
             tqdm.write(
                 f"epoch {epoch}/{config.epochs}: loss {entry['train_loss']:.4f} "
                 f"train acc {entry['train_acc']:.3f} test acc {entry['test_acc']:.3f} ({seconds:.1f} s)"
@@ -405,3 +473,14 @@ def train_model(
     model.to(memory_format=torch.contiguous_format)
     model.eval()
     return history
+
+
+def _sum_over_ranks(sums: dict[str, float], correct: int) -> tuple[dict[str, float], int]:
+    """The epoch's loss sums and correct count of all ranks together."""
+    total: dict[str, float] = {}
+    count = 0
+    for rank_sums, rank_correct in distributed.gather_objects((sums, correct)):
+        for key, value in rank_sums.items():
+            total[key] = total.get(key, 0.0) + value
+        count += rank_correct
+    return total, count
