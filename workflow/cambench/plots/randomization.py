@@ -47,6 +47,9 @@ def plot_randomization(
     n_rows = -(-len(models) // n_cols)
     fig = new_figure(max(3.6, 3.2 * n_cols), 2.6 * n_rows + 0.2 + 0.18 * -(-len(methods) // 4))
     axes = fig.subplots(n_rows, n_cols, squeeze=False, sharey=True)
+    # Spearman ρ lies in [-1, 1]: show every value (and band), with 0 always in view
+    lowest = df[[c for c in ("spearman", "ci_low") if c in df.columns]].min().min()
+    bottom = min(-0.25, float(np.floor(lowest * 10) / 10) - 0.05) if np.isfinite(lowest) else -0.25
     lines: dict[str, object] = {}
     flagged: set[str] = set()
     for ax, model in zip(axes.flat, models, strict=False):
@@ -88,7 +91,7 @@ def plot_randomization(
         )
         ax.set_title(model)
         ax.set_xlabel("randomized down to")
-        ax.set_ylim(-0.25, 1.05)
+        ax.set_ylim(bottom, 1.05)
         ax.grid(True)
     for ax in axes.flat[len(models) :]:
         ax.set_visible(False)

@@ -13,11 +13,11 @@ from cambench.plots.style import model_color, new_figure, save_figure, styled
 REQUIRED_EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "test_acc")
 # Per-epoch keys with a panel of their own (or deliberately not drawn).
 STANDARD_EPOCH_KEYS = frozenset({*REQUIRED_EPOCH_KEYS, "lr", "seconds"})
-# Readable titles for extra per-epoch keys that later training variants log.
-EXTRA_TITLES = {
-    "train_ce": "cross-entropy (train)",
-    "train_reg": "regularizer (train)",
-    "grad_cosine": "gradient cosine",
+# Readable (title, y label) of the extra per-epoch keys that training variants log.
+EXTRA_PANELS = {
+    "train_ce": ("cross-entropy (train)", "CE"),
+    "train_reg": ("alignment term $L_R$ (train)", "$L_R$"),
+    "grad_cosine": ("gradient alignment (held-out batch)", "cos(gradient, guided gradient)"),
 }
 PANEL_W, PANEL_H = 3.4, 2.5
 MAX_PANELS_PER_ROW = 3
@@ -142,8 +142,9 @@ def plot_training(history_jsons: Sequence[str | os.PathLike], out_png: str | os.
         frameon=False,
     )
     for key, ax in zip(extras, extra_axes, strict=True):
-        ax.set_title(EXTRA_TITLES.get(key, key.replace("_", " ")))
-        ax.set_ylabel(key)
+        title, ylabel = EXTRA_PANELS.get(key, (key.replace("_", " "), key))
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
     for ax in panels[:n_panels]:
         ax.set_xlabel("epoch")
         ax.grid(True)
