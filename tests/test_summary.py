@@ -167,7 +167,7 @@ def test_write_summary_tables(csvs, tmp_path):
     assert set(comparison["reference"]) == {"baseline"}
     cmd = out["md"].read_text()
     assert "## castream vs baseline" in cmd and "## gradalign vs baseline" in cmd
-    assert "p = " in cmd
+    assert "p = " in cmd or "p < 0.001" in cmd
     ctex = out["tex"].read_text()
     assert "castream vs baseline" in ctex and "\\scriptsize" in ctex
 
@@ -241,3 +241,11 @@ def test_models_table_reads_the_histories(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError, match="bad.json: cannot read training history"):
         model_table([tmp_path / "bad.json"])
+
+
+def test_p_values_print_as_in_papers():
+    from cambench.summary import format_p
+
+    assert format_p(0.0004) == "p < 0.001"
+    assert format_p(0.0312) == "p = 0.031"
+    assert format_p(float("nan")) == "p = –"

@@ -511,6 +511,13 @@ def summary_latex(summary: pd.DataFrame, confidence: float = DEFAULT_CONFIDENCE)
     return "\n".join(lines)
 
 
+def format_p(p: float) -> str:
+    """A p-value as papers print it: ``p < 0.001`` below that, else three decimals."""
+    if not np.isfinite(p):
+        return "p = –"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
 def _stars(p: float) -> str:
     if not np.isfinite(p):
         return ""
@@ -542,7 +549,7 @@ def comparison_markdown(comparison: pd.DataFrame, note: str, experiment: str = "
                 p = r["wilcoxon_p"]
                 cells.append(
                     f"{_fmt(r['difference'], sign=True)} [{_fmt(r['ci_low'])}, "
-                    f"{_fmt(r['ci_high'])}], p = {_fmt(p, 3)}"
+                    f"{_fmt(r['ci_high'])}], {format_p(p)}"
                 )
             rows.append(cells)
         header = ["method", "n"] + [f"Δ {HEADERS[m]} {_arrow(m)}" for m in metrics]
