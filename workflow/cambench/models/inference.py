@@ -75,4 +75,4 @@ def inference_copy(model: nn.Module, device: torch.device | str | None = None) -
         device = first.device if first is not None else torch.device("cpu")
     if torch.device(device).type == "cpu":
         fast = ChannelsLastInput(fast.to(memory_format=torch.channels_last))
-    return fast
+    return fast.eval()  # fx's new GraphModule and the wrapper start in train mode
