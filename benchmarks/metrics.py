@@ -2,10 +2,10 @@
 """Cost of the faithfulness metrics against the forward passes they need (a benchmark,
 not a test).
 
-On cambench's default model (SmallResNet, width 16, blocks [2, 2, 2, 2], 10 classes,
-randomly initialised, eval mode) at 32×32, for ``--images`` images and each
-insertion/deletion protocol (Opti-CAM: one row per step, 32 steps; CA-Stream: eight
-rows per step, 4 steps) it reports:
+On the default experiment's baseline model (config.yaml's ``models.baseline``, randomly
+initialised, eval mode) at the dataset's image size, for ``--images`` images and each
+insertion/deletion protocol (Opti-CAM: one row per step; CA-Stream: eight rows per
+step) it reports:
 
 - ``insertion_deletion``: the time of the call (building every perturbed image from
   the pixel ranks, blurring the substrate, forwarding, gathering the probabilities);
@@ -37,10 +37,10 @@ import time
 from collections.abc import Callable
 
 import torch
+from default_model import default_model
 
 import cambench
 from cambench.metrics import confidence_change, insertion_deletion
-from cambench.models import build_model
 from cambench.models.inference import inference_copy
 
 
@@ -77,12 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = build_model({"width": 16, "blocks": [2, 2, 2, 2]}, 10).to(device).eval()
+    model, description, size, classes = default_model(device)
     fast = inference_copy(model, device)
     g = torch.Generator().manual_seed(1)
-    images = torch.rand(args.images, 3, 32, 32, generator=g).to(device)
-    maps = torch.rand(args.images, 32, 32, generator=g).to(device)
-    targets = torch.randint(0, 10, (args.images,), generator=g).to(device)
+    images = torch.rand(args.images, 3, size, size, generator=g).to(device)
+    maps = torch.rand(args.images, size, size, generator=g).to(device)
+    targets = torch.randint(0, classes, (args.images,), generator=g).to(device)
 
     lines = [
         "cambench metrics benchmark",
@@ -91,17 +91,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.python_version()}, {platform.machine()}",
         f"device: {device}, torch threads: {torch.get_num_threads()}, "
         f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.1f}",
-        f"model: SmallResNet width 16 blocks [2, 2, 2, 2], random init, eval; "
-        f"{args.images} images 3×32×32; forward batch {args.batch_size}; "
+        f"model: {description}, random init, eval; "
+        f"{args.images} images 3×{size}×{size}; forward batch {args.batch_size}; "
         f"{args.repeats} interleaved calls after a warm-up",
         "",
         f"{'metric':<44} {'forwards':>8} {'metric s':>9} {'raw fwd s':>10} {'fast fwd s':>11}"
         f" {'x raw':>6} {'x fast':>7} {'median x raw':>13}",
     ]
     rows = []
-    for protocol, steps in (("opticam (1 row/step)", 32), ("castream (8 rows/step)", 4)):
+    for protocol, steps in (("opticam (1 row/step)", size), ("castream (8 rows/step)", size // 8)):
         n_forward = args.images * 2 * (steps + 1)
-        perturbed = torch.rand(n_forward, 3, 32, 32, generator=g).to(device)
+        perturbed = torch.rand(n_forward, 3, size, size, generator=g).to(device)
         t_metric, t_raw, t_fast = interleaved_times(
             [
                 lambda steps=steps: insertion_deletion(

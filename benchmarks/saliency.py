@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Speed and peak memory of every saliency method (a benchmark, not a test).
 
-For each method in ``cambench.saliency.METHODS`` and two models (cambench's default
-SmallResNet at 32×32 and a torchvision ResNet-50 at 224×224, both randomly
+For each method in ``cambench.saliency.METHODS`` and two models (the default
+experiment's baseline, a SmallResNet at 32×32 as config.yaml builds it, and a
+torchvision ResNet-50 at 224×224, both randomly
 initialised, in eval mode) it reports:
 
 - images per second of ``explain`` (best of ``--repeats`` timed calls);
@@ -52,10 +53,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's progress bars
 
 import torch  # noqa: E402
 import torchvision  # noqa: E402
+from default_model import default_model  # noqa: E402
 from torch import nn  # noqa: E402
 
 import cambench  # noqa: E402
-from cambench.models import build_model  # noqa: E402
 from cambench.saliency import METHODS, explain, resolve_layer  # noqa: E402
 from cambench.saliency.core import frozen_eval, target_scores  # noqa: E402
 
@@ -100,14 +101,13 @@ def build_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
     cuda = device.type == "cuda"
     gen = torch.Generator().manual_seed(0)
     cases = []
-    torch.manual_seed(0)
-    small = build_model({"width": 16, "blocks": [2, 2, 2, 2]}, 10).eval()
+    small, description, size, classes = default_model()
     n_small = args.batch_size or (256 if cuda else 32 if args.quick else 64)
-    small_images = torch.rand(n_small, 3, 32, 32, generator=gen)
-    small_targets = torch.randint(0, 10, (n_small,), generator=gen)
+    small_images = torch.rand(n_small, 3, size, size, generator=gen)
+    small_targets = torch.randint(0, classes, (n_small,), generator=gen)
     cases.append(
         Case(
-            "SmallResNet w16 [2,2,2,2], 32x32, 10 classes",
+            description,
             small,
             "layer4",
             small_images,
