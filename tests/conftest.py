@@ -13,6 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(1)
 
+# The randomization cascade of cambench's SmallResNet: its blocks from the output down.
+SMALL_RESNET_CASCADE = ("fc", "layer4", "layer3", "layer2", "layer1", "stem")
+
 
 def perturb_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give batch norms non-trivial statistics so an untrained model is not degenerate."""

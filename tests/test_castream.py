@@ -66,15 +66,22 @@ def test_layout_and_frozen_backbone():
     assert model.last_attention.shape == (3, 4, 4)
 
 
-def test_uniform_attention_is_global_average_pooling():
-    """One block at layer4 fed a zero token attends uniformly: z = GAP(F). With
-    W_L = identity and zero bias the logits are the base model's."""
-    base = _base()
+def _gap_stream(base: nn.Module) -> CAStream:
+    """One block at layer4 fed a zero token (uniform attention: z = GAP(F)), W_L the
+    identity with zero bias: the logits should be the base model's."""
     model = CAStream(base, blocks_at=["layer4"]).eval()
     with torch.no_grad():
         model.stream.q0.zero_()
         last = model.stream.proj[-1]
         last.weight.copy_(torch.eye(last.in_features))
+    return model
+
+
+def test_uniform_attention_is_global_average_pooling():
+    """One block at layer4 fed a zero token attends uniformly: z = GAP(F). With
+    W_L = identity and zero bias the logits are the base model's."""
+    base = _base()
+    model = _gap_stream(base)
     x = torch.rand(4, 3, 32, 32)
     torch.testing.assert_close(model(x), base(x), atol=1e-6, rtol=0)
     assert torch.equal(model.last_attention, torch.zeros(4, 4, 4))
@@ -148,11 +155,7 @@ def test_mobilenet_v2_base(wrapped):
 @pytest.mark.parametrize("wrapped", [True, False], ids=["cambench-arch", "torchvision"])
 def test_mobilenet_v2_uniform_attention_is_global_average_pooling(wrapped):
     base = _mobilenet_base(wrapped)
-    model = CAStream(base, blocks_at=["layer4"]).eval()
-    with torch.no_grad():
-        model.stream.q0.zero_()
-        last = model.stream.proj[-1]
-        last.weight.copy_(torch.eye(last.in_features))
+    model = _gap_stream(base)
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), base(x), atol=1e-5, rtol=0)

@@ -39,6 +39,11 @@ def test_copy_computes_the_models_logits(name):
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_a_copy_is_not_copied_again():
+    fast = inference_copy(_small_resnet(), "cpu")
+    assert inference_copy(fast, "cpu") is fast
+
+
 def test_the_model_is_left_as_found():
     model = _small_resnet().train()
     model.layer1.eval()

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SMALL_RESNET_CASCADE
 
 from cambench.metrics.randomization import (
     average_ranks,
@@ -52,14 +53,7 @@ def test_spearman_of_fakecam_like_and_constant_maps():
 
 
 def test_cascade_is_top_down_and_reinitialize_is_seeded(small_resnet):
-    assert [name for name, _ in cascade_blocks(small_resnet)] == [
-        "fc",
-        "layer4",
-        "layer3",
-        "layer2",
-        "layer1",
-        "stem",
-    ]
+    assert [name for name, _ in cascade_blocks(small_resnet)] == list(SMALL_RESNET_CASCADE)
     import copy
 
     a, b = copy.deepcopy(small_resnet), copy.deepcopy(small_resnet)
@@ -129,15 +123,7 @@ def test_run_randomization_writes_the_csv(tmp_path, small_resnet, target):
         resamples=50,
     )
     frame = pd.read_csv(out)
-    assert list(frame["randomized"]) == [
-        "none",
-        "fc",
-        "layer4",
-        "layer3",
-        "layer2",
-        "layer1",
-        "stem",
-    ]
+    assert list(frame["randomized"]) == ["none", *SMALL_RESNET_CASCADE]
     assert (frame["n_images"] == 4).all() and frame["model_independent"].all()
     np.testing.assert_allclose(frame["spearman"], 1.0)
     assert set(frame["model"]) == {"baseline"} and set(frame["method"]) == {"fakecam"}

@@ -6,7 +6,7 @@ import h5py
 import pandas as pd
 import pytest
 import yaml
-from conftest import copy_workflow, planned_jobs, snakemake
+from conftest import SMALL_RESNET_CASCADE, copy_workflow, planned_jobs, snakemake
 
 from cambench.cache import read_saliency
 from cambench.models import file_sha256
@@ -166,6 +166,18 @@ def test_changing_the_dataset_reruns_everything(run):
     }
 
 
+# a metrics-stage change: every metrics job and what reads the per-image metrics
+METRICS_RERUN = {
+    "metrics": 6,
+    "summarize": 1,
+    "plot_summary": 1,
+    "plot_bars": 1,
+    "plot_curves": 1,
+    "plot_distributions": 1,
+    "all": 1,
+}
+
+
 def _edit(path, old: str, new: str):
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
@@ -198,15 +210,7 @@ def test_changing_metric_code_reruns_metrics_not_saliency(run):
         jobs = planned_jobs(snakemake(run, "-n", "--configfile", "tiny.yaml").stdout)
     finally:
         path.write_text(original)
-    assert jobs == {
-        "metrics": 6,
-        "summarize": 1,
-        "plot_summary": 1,
-        "plot_bars": 1,
-        "plot_curves": 1,
-        "plot_distributions": 1,
-        "all": 1,
-    }
+    assert jobs == METRICS_RERUN
 
 
 def test_changing_the_bootstrap_reruns_only_the_tables_and_their_figures(run):
@@ -216,15 +220,7 @@ def test_changing_the_bootstrap_reruns_only_the_tables_and_their_figures(run):
 
 def test_changing_the_pointing_tolerance_reruns_metrics_not_saliency(run):
     jobs = _dry_run_with(run, "tiny-tol.yaml", **{"metrics.pointing_tolerance": 1})
-    assert jobs == {
-        "metrics": 6,
-        "summarize": 1,
-        "plot_summary": 1,
-        "plot_bars": 1,
-        "plot_curves": 1,
-        "plot_distributions": 1,
-        "all": 1,
-    }
+    assert jobs == METRICS_RERUN
 
 
 def test_a_protocol_that_contradicts_the_explained_class_fails_before_any_job(run):
@@ -279,14 +275,6 @@ def test_randomization_sanity_check_flags_model_independent_methods(run):
         "random": True,
     }
     cascade = pd.read_csv(results / "sanity" / "baseline" / "gradcam.csv")
-    assert list(cascade["randomized"]) == [
-        "none",
-        "fc",
-        "layer4",
-        "layer3",
-        "layer2",
-        "layer1",
-        "stem",
-    ]
+    assert list(cascade["randomized"]) == ["none", *SMALL_RESNET_CASCADE]
     assert (results / "plots" / "randomization.png").stat().st_size > 10_000
     assert "model-independent" in (results / "summary.md").read_text()

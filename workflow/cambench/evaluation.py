@@ -17,6 +17,7 @@ from cambench.atomic import atomic_output
 from cambench.cache import SaliencyWriter, read_saliency
 from cambench.data.store import Split, read_split
 from cambench.models import file_sha256, load_checkpoint
+from cambench.models.inference import inference_copy
 from cambench.saliency import explain, get_method, resolve_layer
 
 TARGETS = ("label", "predicted")
@@ -123,7 +124,8 @@ def run_metrics(
     unknown = sorted(set(metrics_config) - {*PROTOCOL_KEYS, *METRICS_STAGE_KEYS, "statistics"})
     if unknown:
         raise ValueError(f"unknown metrics setting(s) {unknown}")
-    model = load_checkpoint(model_path, map_location=device)
+    # one inference copy for every batch's metric calls (they would each make one)
+    model = inference_copy(load_checkpoint(model_path, map_location=device), device)
     cache = read_saliency(saliency_path, model_sha256=file_sha256(model_path))
     split: Split = read_split(data_path)
     target_mode = cache.attrs.get("target_mode") or metrics_config.get("target", "label")

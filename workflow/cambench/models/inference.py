@@ -66,8 +66,10 @@ def inference_copy(model: nn.Module, device: torch.device | str | None = None) -
 
     ``device`` is where the copy's inputs live (default: the model's parameters' device);
     it picks the memory format. Use the copy under ``torch.no_grad()`` only: its weights
-    do not require grad.
+    do not require grad. Given a copy, returns it unchanged (no second copy).
     """
+    if getattr(model, "is_inference_copy", False):
+        return model  # already one: a caller may make it once for many metric calls
     fast = copy.deepcopy(model).eval().requires_grad_(False)
     fast = _fold_batch_norm(fast)
     if device is None:
@@ -75,4 +77,5 @@ def inference_copy(model: nn.Module, device: torch.device | str | None = None) -
         device = first.device if first is not None else torch.device("cpu")
     if torch.device(device).type == "cpu":
         fast = ChannelsLastInput(fast.to(memory_format=torch.channels_last))
+    fast.is_inference_copy = True
     return fast.eval()  # fx's new GraphModule and the wrapper start in train mode
