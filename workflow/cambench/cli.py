@@ -144,9 +144,9 @@ def _train(args: argparse.Namespace, device) -> None:
             raise ValueError(f"{args.base}: the base of a castream model cannot be castream")
         config["base_config"] = base.model_config
         model = CAStream(base, config.get("blocks_at", POSITIONS))
-        if model.fc.out_features != num_classes:
+        if model.num_classes != num_classes:
             raise ValueError(
-                f"{args.base}: the base model has {model.fc.out_features} classes, "
+                f"{args.base}: the base model has {model.num_classes} classes, "
                 f"the data {num_classes}"
             )
     else:

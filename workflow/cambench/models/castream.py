@@ -225,6 +225,16 @@ class CAStream(nn.Module):
         """The base's classifier (a property, so its parameters keep the base's names)."""
         return getattr(self, self.layout.head)
 
+    @property
+    def num_classes(self) -> int:
+        """Number of classes: the out-features of the classifier's final Linear.
+
+        Public because the head's name differs by base (``fc``, ``classifier``).
+        """
+        linear = _head_linear(self.head)
+        assert linear is not None  # checked in __init__
+        return linear.out_features
+
     def train(self, mode: bool = True) -> CAStream:
         """Only the stream changes mode; the backbone's batch norms stay in eval mode."""
         super().train(mode)
