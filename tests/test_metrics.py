@@ -112,14 +112,15 @@ def test_confidence_change_hand_computed():
 
     p = [0.8, 0.8, 0.5, 1.0, 0.0, 0.6]
     o = [0.4, 0.9, 0.5, 0.5, 0.5, 0.45]
-    drop = [50.0, 0.0, 0.0, 50.0, 0.0, 25.0]  # 100*(0.8-0.4)/0.8, ..., p=0 -> 0, 100*0.15/0.6
-    increase = [0.0, 100.0, 0.0, 0.0, 100.0, 0.0]
-    gain = [0.0, 50.0, 0.0, 0.0, 50.0, 0.0]  # 100*(0.9-0.8)/(1-0.8); p=1 -> 0; 100*0.5/1
+    # fractions, not percent: (0.8-0.4)/0.8, ..., p=0 -> 0, 0.15/0.6
+    drop = [0.5, 0.0, 0.0, 0.5, 0.0, 0.25]
+    increase = [0.0, 1.0, 0.0, 0.0, 1.0, 0.0]
+    gain = [0.0, 0.5, 0.0, 0.0, 0.5, 0.0]  # (0.9-0.8)/(1-0.8); p=1 -> 0; 0.5/1
     assert torch.allclose(cc.p, torch.tensor(p), atol=1e-6)
     assert torch.allclose(cc.o, torch.tensor(o), atol=1e-6)
-    assert torch.allclose(cc.drop(), torch.tensor(drop), atol=1e-4)
+    assert torch.allclose(cc.drop(), torch.tensor(drop), atol=1e-6)
     assert torch.equal(cc.increase(), torch.tensor(increase))
-    assert torch.allclose(cc.gain(), torch.tensor(gain), atol=1e-4)
+    assert torch.allclose(cc.gain(), torch.tensor(gain), atol=1e-6)
     for v in (cc.drop(), cc.increase(), cc.gain()):
         assert v.shape == (6,) and torch.isfinite(v).all()
 
@@ -128,9 +129,27 @@ def test_confidence_change_edge_probabilities_are_finite():
     cc = ConfidenceChange(
         p=torch.tensor([0.0, 1.0, 1.0, 0.0]), o=torch.tensor([0.0, 1.0, 0.0, 1.0])
     )
-    assert torch.equal(cc.drop(), torch.tensor([0.0, 0.0, 100.0, 0.0]))
-    assert torch.equal(cc.increase(), torch.tensor([0.0, 0.0, 0.0, 100.0]))
-    assert torch.equal(cc.gain(), torch.tensor([0.0, 0.0, 0.0, 100.0]))
+    assert torch.equal(cc.drop(), torch.tensor([0.0, 0.0, 1.0, 0.0]))
+    assert torch.equal(cc.increase(), torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    assert torch.equal(cc.gain(), torch.tensor([0.0, 0.0, 0.0, 1.0]))
+
+
+def test_confidence_change_fractions_are_the_old_percent_over_100():
+    """Tables multiply by 100; that reproduces the former percent values up to two
+    float32 ulps (the former formulas, written out here, multiplied before dividing:
+    each side rounds twice, so 1-2 ulp differences are expected, not more)."""
+    g = torch.Generator().manual_seed(3)
+    p = torch.rand(10_000, generator=g)
+    o = torch.rand(10_000, generator=g)
+    cc = ConfidenceChange(p=p, o=o)
+    old_drop = torch.where(p > 0, 100.0 * (p - o).clamp_min(0) / p, 0.0)
+    old_gain = torch.where(p < 1, 100.0 * (o - p).clamp_min(0) / (1 - p), 0.0)
+    old_increase = 100.0 * (p < o).float()
+    for new, old in ((cc.drop(), old_drop), (cc.gain(), old_gain)):
+        assert new.dtype == torch.float32 and (new >= 0).all() and (new <= 1).all()
+        ulp = torch.nextafter(old, torch.tensor(float("inf"))) - old
+        assert ((100 * new - old).abs() <= 2 * ulp).all()
+    assert torch.equal(100 * cc.increase(), old_increase)
 
 
 def test_confidence_change_matches_pytorch_grad_cam(random_case):

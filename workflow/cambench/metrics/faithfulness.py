@@ -1,6 +1,8 @@
 """Faithfulness metrics: confidence change (AD, AI, AG) and insertion / deletion.
 
-Definitions are those of ``REFERENCES.md`` (section Metrics). Conventions:
+Units: every value this module returns is a fraction or a probability in [0, 1]
+(per-image AD/AI/AG terms, curves and AUCs). Tables (per-image CSVs, summaries)
+report percent; the caller multiplies by 100. Conventions:
 
 - ``images``: float (B, C, H, W) in [0, 1] (C = 3 for cambench's models);
 - ``model``: any ``torch.nn.Module`` mapping images to logits (B, K); it includes
@@ -135,29 +137,29 @@ class ConfidenceChange:
 
     ``p``: (B,) softmax probability of the target on the original image;
     ``o``: (B,) the same on ``images * maps`` (the map broadcast over channels).
-    The methods give per-image contributions in percent; their means over the
-    images are AD, AI and AG of ``REFERENCES.md``.
+    The methods give per-image contributions as fractions in [0, 1]; their means
+    over the images are AD, AI and AG (tables multiply them by 100).
     """
 
     p: torch.Tensor
     o: torch.Tensor
 
     def drop(self) -> torch.Tensor:
-        """``100 * max(0, p - o) / p`` (Average Drop term; 0 where ``p == 0``)."""
+        """``max(0, p - o) / p`` (Average Drop term; 0 where ``p == 0``)."""
         p, o = self.p, self.o
         safe = torch.where(p > 0, p, torch.ones_like(p))
-        return torch.where(p > 0, 100.0 * (p - o).clamp_min(0) / safe, torch.zeros_like(p))
+        return torch.where(p > 0, (p - o).clamp_min(0) / safe, torch.zeros_like(p))
 
     def increase(self) -> torch.Tensor:
-        """``100 * [p < o]`` as float (Average Increase term)."""
-        return 100.0 * (self.p < self.o).to(self.p.dtype)
+        """``[p < o]`` as float (Average Increase term)."""
+        return (self.p < self.o).to(self.p.dtype)
 
     def gain(self) -> torch.Tensor:
-        """``100 * max(0, o - p) / (1 - p)`` (Average Gain term; 0 where ``p == 1``)."""
+        """``max(0, o - p) / (1 - p)`` (Average Gain term; 0 where ``p == 1``)."""
         p, o = self.p, self.o
         room = 1.0 - p
         safe = torch.where(room > 0, room, torch.ones_like(room))
-        return torch.where(room > 0, 100.0 * (o - p).clamp_min(0) / safe, torch.zeros_like(p))
+        return torch.where(room > 0, (o - p).clamp_min(0) / safe, torch.zeros_like(p))
 
 
 @torch.no_grad()

@@ -4,6 +4,9 @@ pointing game, and the IoU of the map thresholded at its mean.
 ``maps`` are float (B, H, W) saliency maps in [0, 1] (any non-negative values
 work); ``masks`` are the ground-truth object masks, bool or 0/1 of the same
 shape. Everything is scored per image, batched, on the maps' device.
+
+Units: scores are fractions in [0, 1] (a hit is 1.0); tables report percent, the
+caller multiplies by 100.
 """
 
 from __future__ import annotations
