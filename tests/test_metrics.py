@@ -446,6 +446,49 @@ def test_confidence_change_validation(random_case, kwargs, message):
         insertion_deletion(model, **args, steps=2)
 
 
+class NaNForImage(nn.Module):
+    """Wraps a model; NaN logits for the images whose top-left red pixel is exactly 0.5."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        logits = self.model(x)
+        flagged = (x[:, 0, 0, 0] == 0.5)[:, None]
+        return torch.where(flagged, torch.full_like(logits, float("nan")), logits)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_maps_are_refused_naming_the_images(random_case, bad):
+    model, images, targets, maps = random_case
+    maps = maps.clone()
+    maps[1, 3, 2] = bad
+    maps[2, 0, 0] = bad
+    for metric in (confidence_change, insertion_deletion):
+        with pytest.raises(ValueError, match=r"maps of images \[1, 2\] .*non-finite"):
+            metric(model, images, targets, maps)
+
+
+def test_non_finite_probabilities_are_refused_naming_the_images(random_case):
+    model, images, targets, maps = random_case
+    images = images.clone()
+    images[2, 0, 0, 0] = 0.5  # the wrapped model outputs NaN for image 2 only
+    nan_model = NaNForImage(model)
+    message = r"probabilities are non-finite .* images \[2\] of the batch"
+    with pytest.raises(ValueError, match=message):
+        confidence_change(nan_model, images, targets, maps, batch_size=1)
+    with pytest.raises(ValueError, match=message):
+        insertion_deletion(nan_model, images, targets, maps, steps=2, insertion_substrate="black")
+    # a NaN pixel in the image (finite map) makes its probabilities NaN: refused too
+    images = torch.rand(3, 3, 8, 6)
+    images[0, 1, 4, 4] = float("nan")
+    with pytest.raises(ValueError, match=r"images \[0\] of the batch"):
+        confidence_change(model, images, targets, maps)
+    with pytest.raises(ValueError, match=r"images \[0\] of the batch"):
+        insertion_deletion(model, images, targets, maps, steps=2, blur_kernel=5)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

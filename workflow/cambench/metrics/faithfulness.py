@@ -84,6 +84,27 @@ def _check_inputs(
     return targets.to(images.device, torch.long), maps.to(images.device)
 
 
+def _check_finite_maps(maps: torch.Tensor) -> None:
+    """A metric is never computed from NaN: name the images whose map is not finite."""
+    bad = ~torch.isfinite(maps).flatten(1).all(dim=1)
+    if bool(bad.any()):
+        raise ValueError(
+            f"maps of images {bad.nonzero().flatten().tolist()} of the batch hold "
+            f"non-finite values (NaN or inf)"
+        )
+
+
+def _check_finite_probs(probs: torch.Tensor) -> None:
+    """Name the images whose target probabilities (B, ...) are not finite."""
+    bad = ~torch.isfinite(probs).flatten(1).all(dim=1)
+    if bool(bad.any()):
+        raise ValueError(
+            f"the model's probabilities are non-finite (NaN or inf) for images "
+            f"{bad.nonzero().flatten().tolist()} of the batch (non-finite images, or a "
+            f"model that outputs NaN)"
+        )
+
+
 def _check_target_range(targets: torch.Tensor, num_classes: int) -> None:
     """Raise ``ValueError`` (not a CUDA device assert) for out-of-range targets."""
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
@@ -178,14 +199,17 @@ def confidence_change(
     are restored afterwards. ``p`` and ``o`` are float32 on the images' device.
 
     Raises ``ValueError`` when ``maps`` is not (B, H, W) matching ``images``
-    (B, C, H, W), ``targets`` is not an integer (B,) tensor, or a target is not a
-    class of the model.
+    (B, C, H, W), ``targets`` is not an integer (B,) tensor, a target is not a
+    class of the model, or a map or a probability is not finite (the message
+    names the images of the batch).
     """
     targets, maps = _check_inputs(images, targets, maps)
     _check_positive_int("batch_size", batch_size)
+    _check_finite_maps(maps)
     model = inference_copy(model, images.device)
     p = _batched_probs(model, images, targets, batch_size)
     o = _batched_probs(model, images * maps[:, None].to(images.dtype), targets, batch_size)
+    _check_finite_probs(torch.stack([p, o], dim=1))
     return ConfidenceChange(p=p, o=o)
 
 
@@ -299,6 +323,7 @@ def insertion_deletion(
     targets, maps = _check_inputs(images, targets, maps)
     _check_positive_int("steps", steps)
     _check_positive_int("batch_size", batch_size)
+    _check_finite_maps(maps)
     for name, kind in (
         ("insertion_substrate", insertion_substrate),
         ("deletion_substrate", deletion_substrate),
@@ -340,6 +365,7 @@ def insertion_deletion(
         )
 
     curves = probs.view(b, 2, n_steps)
+    _check_finite_probs(curves)
     insertion, deletion = curves[:, 0], curves[:, 1]
     dx = 1.0 / steps
     return InsertionDeletion(
