@@ -466,7 +466,9 @@ def test_non_finite_maps_are_refused_naming_the_images(random_case, bad):
     maps[1, 3, 2] = bad
     maps[2, 0, 0] = bad
     for metric in (confidence_change, insertion_deletion):
-        with pytest.raises(ValueError, match=r"maps of images \[1, 2\] .*non-finite"):
+        with pytest.raises(
+            ValueError, match=r"maps are non-finite .* images \[1, 2\] of the batch"
+        ):
             metric(model, images, targets, maps)
 
 
@@ -475,7 +477,7 @@ def test_non_finite_probabilities_are_refused_naming_the_images(random_case):
     images = images.clone()
     images[2, 0, 0, 0] = 0.5  # the wrapped model outputs NaN for image 2 only
     nan_model = NaNForImage(model)
-    message = r"probabilities are non-finite .* images \[2\] of the batch"
+    message = r"probabilities .* non-finite .* images \[2\] of the batch"
     with pytest.raises(ValueError, match=message):
         confidence_change(nan_model, images, targets, maps, batch_size=1)
     with pytest.raises(ValueError, match=message):

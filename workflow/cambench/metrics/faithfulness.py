@@ -84,24 +84,17 @@ def _check_inputs(
     return targets.to(images.device, torch.long), maps.to(images.device)
 
 
-def _check_finite_maps(maps: torch.Tensor) -> None:
-    """A metric is never computed from NaN: name the images whose map is not finite."""
-    bad = ~torch.isfinite(maps).flatten(1).all(dim=1)
-    if bool(bad.any()):
-        raise ValueError(
-            f"maps of images {bad.nonzero().flatten().tolist()} of the batch hold "
-            f"non-finite values (NaN or inf)"
-        )
+_NONFINITE_PROBS = "the model's probabilities (non-finite images or a NaN model output) are"
 
 
-def _check_finite_probs(probs: torch.Tensor) -> None:
-    """Name the images whose target probabilities (B, ...) are not finite."""
-    bad = ~torch.isfinite(probs).flatten(1).all(dim=1)
+def _check_finite(values: torch.Tensor, what: str) -> None:
+    """A metric is never computed from NaN: name the images (rows of ``values``, (B, ...))
+    that hold a non-finite value."""
+    bad = ~torch.isfinite(values).flatten(1).all(dim=1)
     if bool(bad.any()):
         raise ValueError(
-            f"the model's probabilities are non-finite (NaN or inf) for images "
-            f"{bad.nonzero().flatten().tolist()} of the batch (non-finite images, or a "
-            f"model that outputs NaN)"
+            f"{what} non-finite (NaN or inf) for images {bad.nonzero().flatten().tolist()} "
+            f"of the batch"
         )
 
 
@@ -205,11 +198,11 @@ def confidence_change(
     """
     targets, maps = _check_inputs(images, targets, maps)
     _check_positive_int("batch_size", batch_size)
-    _check_finite_maps(maps)
+    _check_finite(maps, "the maps are")
     model = inference_copy(model, images.device)
     p = _batched_probs(model, images, targets, batch_size)
     o = _batched_probs(model, images * maps[:, None].to(images.dtype), targets, batch_size)
-    _check_finite_probs(torch.stack([p, o], dim=1))
+    _check_finite(torch.stack([p, o], dim=1), _NONFINITE_PROBS)
     return ConfidenceChange(p=p, o=o)
 
 
@@ -323,7 +316,7 @@ def insertion_deletion(
     targets, maps = _check_inputs(images, targets, maps)
     _check_positive_int("steps", steps)
     _check_positive_int("batch_size", batch_size)
-    _check_finite_maps(maps)
+    _check_finite(maps, "the maps are")
     for name, kind in (
         ("insertion_substrate", insertion_substrate),
         ("deletion_substrate", deletion_substrate),
@@ -365,7 +358,7 @@ def insertion_deletion(
         )
 
     curves = probs.view(b, 2, n_steps)
-    _check_finite_probs(curves)
+    _check_finite(curves, _NONFINITE_PROBS)
     insertion, deletion = curves[:, 0], curves[:, 1]
     dx = 1.0 / steps
     return InsertionDeletion(
