@@ -1,5 +1,8 @@
 """Faithfulness metrics: confidence change (AD, AI, AG) and insertion / deletion.
 
+Definitions, directions and the choices cambench makes are collected in
+``docs/metrics.md``.
+
 Units: every value this module returns is a fraction or a probability in [0, 1]
 (per-image AD/AI/AG terms, curves and AUCs). Tables (per-image CSVs, summaries)
 report percent; the caller multiplies by 100. Conventions:
@@ -147,12 +150,35 @@ def _batched_probs(
 
 @dataclass
 class ConfidenceChange:
-    """Per-image target probabilities before and after masking with the map.
+    r"""Per-image target probabilities before and after masking with the map, and the
+    per-image terms of Average Drop, Average Increase and Average Gain.
 
-    ``p``: (B,) softmax probability of the target on the original image;
-    ``o``: (B,) the same on ``images * maps`` (the map broadcast over channels).
-    The methods give per-image contributions as fractions in [0, 1]; their means
-    over the images are AD, AI and AG (tables multiply them by 100).
+    Average Drop and Average Increase are described in `"Grad-CAM++: Improved Visual
+    Explanations for Deep Convolutional Networks" <https://arxiv.org/abs/1710.11063>`_
+    (Chattopadhyay et al., WACV 2018), Average Gain in `"Opti-CAM: Optimizing saliency
+    maps for interpretability" <https://arxiv.org/abs/2301.07002>`_ (Zhang et al.,
+    CVIU 2024). Over :math:`N` images:
+
+    .. math::
+        AD = \frac{1}{N} \sum_{i=1}^N \frac{\max(0, p_i - o_i)}{p_i}, \qquad
+        AI = \frac{1}{N} \sum_{i=1}^N \mathbb{1}[p_i < o_i], \qquad
+        AG = \frac{1}{N} \sum_{i=1}^N \frac{\max(0, o_i - p_i)}{1 - p_i}
+
+    where :math:`p_i` is the softmax probability of the explained class :math:`c_i` on
+    the image :math:`x_i` and :math:`o_i` the same on the masked image
+    :math:`x_i \odot S_i` (:math:`S_i` the saliency map, broadcast over channels).
+    AD is better low (↓), AI and AG high (↑).
+
+    ``p``, ``o``: (B,) float32. :meth:`drop`, :meth:`increase` and :meth:`gain` return
+    the per-image terms as fractions in [0, 1]; their means are AD, AI and AG (tables
+    multiply them by 100).
+
+    Example::
+        >>> import torch
+        >>> from cambench.metrics import ConfidenceChange
+        >>> change = ConfidenceChange(p=torch.tensor([0.8, 0.5]), o=torch.tensor([0.4, 0.75]))
+        >>> change.drop(), change.increase(), change.gain()
+        (tensor([0.5000, 0.0000]), tensor([0., 1.]), tensor([0.0000, 0.5000]))
     """
 
     p: torch.Tensor
@@ -184,7 +210,8 @@ def confidence_change(
     maps: torch.Tensor,
     batch_size: int = 256,
 ) -> ConfidenceChange:
-    """Target probability on each image (``p``) and on the image masked by its map (``o``).
+    """Target probability on each image (``p``) and on the image masked by its map (``o``):
+    the inputs of AD, AI and AG (:class:`ConfidenceChange`).
 
     The masked image is ``images * maps[:, None]``: the model includes its own
     normalization, so a zero in the map is a black pixel. Forwards run
@@ -195,6 +222,20 @@ def confidence_change(
     (B, C, H, W), ``targets`` is not an integer (B,) tensor, a target is not a
     class of the model, or a map or a probability is not finite (the message
     names the images of the batch).
+
+    Example::
+        >>> import torch
+        >>> from cambench.metrics import confidence_change
+        >>> from cambench.models.small_resnet import SmallResNet
+        >>> _ = torch.manual_seed(0)
+        >>> model = SmallResNet(num_classes=10, width=4, blocks=(1, 1, 1, 1)).eval()
+        >>> images, targets = torch.rand(2, 3, 16, 16), torch.tensor([3, 7])
+        >>> confidence_change(model, images, targets, torch.ones(2, 16, 16)).drop()
+        tensor([0., 0.])
+        >>> change = confidence_change(model, images, targets, torch.rand(2, 16, 16))
+        >>> ad = change.drop().mean()  # Average Drop of the batch, a fraction
+        >>> bool(0 <= ad <= 1)
+        True
     """
     targets, maps = _check_inputs(images, targets, maps)
     _check_positive_int("batch_size", batch_size)
@@ -233,6 +274,11 @@ def step_pixel_counts(num_pixels: int, steps: int, device: torch.device | str | 
     ``k_s = (2 s N + steps) // (2 steps)`` for ``s = 0 .. steps``, so ``k_0 = 0``
     and ``k_steps = N``. With ``steps = H`` on a square image each step is one
     row of pixels (the Opti-CAM protocol). Returns a (steps + 1,) int64 tensor.
+
+    Example::
+        >>> from cambench.metrics import step_pixel_counts
+        >>> step_pixel_counts(4, 3)  # 4/3 = 1.33 -> 1, 8/3 = 2.67 -> 3
+        tensor([0, 1, 3, 4])
     """
     s = torch.arange(steps + 1, device=device, dtype=torch.long)
     return (2 * s * num_pixels + steps) // (2 * steps)
@@ -287,7 +333,26 @@ def insertion_deletion(
     blur_kernel: int = DEFAULT_BLUR_KERNEL,
     batch_size: int = 256,
 ) -> InsertionDeletion:
-    """Insertion and deletion curves (Petsiuk et al., 2018) of the target probability.
+    r"""Insertion and deletion curves of the target probability and their areas, as
+    described in `"RISE: Randomized Input Sampling for Explanation of Black-box Models"
+    <https://arxiv.org/abs/1806.07421>`_ (Petsiuk et al., BMVC 2018).
+
+    With :math:`N = H W` pixels ordered by decreasing saliency
+    :math:`\pi_1, \dots, \pi_N` and :math:`T` = ``steps``, step :math:`s = 0 \dots T`
+    perturbs the first :math:`k_s = \mathrm{round}(s N / T)` pixels of that order:
+
+    .. math::
+        I_s = \mathrm{softmax}\big(f(\tilde x \oplus_{k_s} x)\big)_c, \qquad
+        D_s = \mathrm{softmax}\big(f(x \oplus_{k_s} \bar x)\big)_c, \qquad
+        \mathrm{AUC} = \frac{1}{T} \sum_{s=0}^{T-1} \frac{C_s + C_{s+1}}{2}
+
+    where :math:`a \oplus_k b` is the image :math:`a` with the pixels
+    :math:`\pi_1 \dots \pi_k` taken from :math:`b`, :math:`x` the image,
+    :math:`\tilde x` the insertion substrate (default a Gaussian blur of :math:`x`),
+    :math:`\bar x` the deletion substrate (default black), :math:`f` the model,
+    :math:`c` the explained class and :math:`C` either curve (trapezoid rule over
+    the fraction of pixels :math:`s / T`, see :func:`trapezoid_auc`). Insertion
+    AUC is better high (↑), deletion AUC low (↓).
 
     Pixel order: decreasing saliency, ties broken by position in the flattened
     (row-major) map, first pixel first (stable sort of ``-maps.flatten(1)``).
@@ -300,8 +365,8 @@ def insertion_deletion(
     channels at once.
 
     Substrates (:func:`make_substrate`): ``"black"``, ``"blur"`` (Gaussian blur,
-    default kernel 11 and sigma 5 as in RISE), ``"mean"``. The defaults follow
-    ``REFERENCES.md``: insertion from a blurred image, deletion to black.
+    default kernel 11 and sigma 5 as in RISE), ``"mean"``. The defaults are
+    insertion from a blurred image and deletion to black.
 
     The area under each curve is the trapezoidal rule on the fraction axis
     ``linspace(0, 1, steps + 1)`` (step ``s`` sits at ``s / steps``, which is
@@ -312,6 +377,23 @@ def insertion_deletion(
     forwarded as one batch, so memory is bounded by ``batch_size`` images whatever
     ``steps`` is. The result equals a step-by-step loop over images and steps
     (up to the floating-point effect of batch composition on the forward pass).
+
+    Raises ``ValueError`` on the input errors of :func:`confidence_change`
+    (including non-finite maps or probabilities, naming the images of the batch),
+    an unknown substrate, or a blur kernel that does not fit the images.
+
+    Example::
+        >>> import torch
+        >>> from cambench.metrics import insertion_deletion
+        >>> from cambench.models.small_resnet import SmallResNet
+        >>> _ = torch.manual_seed(0)
+        >>> model = SmallResNet(num_classes=10, width=4, blocks=(1, 1, 1, 1)).eval()
+        >>> images, maps = torch.rand(2, 3, 16, 16), torch.rand(2, 16, 16)
+        >>> curves = insertion_deletion(model, images, torch.tensor([3, 7]), maps, steps=16)
+        >>> curves.insertion.shape, curves.deletion_auc.shape  # one row per step
+        (torch.Size([2, 17]), torch.Size([2]))
+        >>> torch.allclose(curves.insertion[:, -1], curves.deletion[:, 0])  # the image
+        True
     """
     targets, maps = _check_inputs(images, targets, maps)
     _check_positive_int("steps", steps)

@@ -36,8 +36,26 @@ class Localization:
 
 @torch.no_grad()
 def localization(maps: torch.Tensor, masks: torch.Tensor, tolerance: float = 0) -> Localization:
-    """Pointing game (Zhang et al., 2016), energy-based pointing game (Wang et al.,
-    2020) and mean-threshold IoU.
+    r"""Pointing game, energy-based pointing game and mean-threshold IoU of each map
+    against its object mask.
+
+    The pointing game is described in `"Top-down Neural Attention by Excitation
+    Backprop" <https://arxiv.org/abs/1608.00507>`_ (Zhang et al., ECCV 2016), the
+    energy-based pointing game in `"Score-CAM: Score-Weighted Visual Explanations for
+    Convolutional Neural Networks" <https://arxiv.org/abs/1910.01279>`_ (Wang et al.,
+    CVPR Workshops 2020). For a map :math:`S` and a mask :math:`M` (the set of object
+    pixels):
+
+    .. math::
+        \mathrm{PG} = \mathbb{1}\big[\min_{q \in M} \lVert \hat p - q \rVert_2 \le
+        \tau\big], \qquad
+        \mathrm{EPG} = \frac{\sum_{q \in M} S_q}{\sum_q S_q}, \qquad
+        \mathrm{IoU} = \frac{|R \cap M|}{|R \cup M|}
+
+    where :math:`\hat p = \arg\max_q S_q` is the map's peak pixel, :math:`\tau` the
+    ``tolerance`` in pixels and :math:`R = \{q : S_q > \bar S\}` the pixels above the
+    map's mean :math:`\bar S`. All three are better high (↑); the means over the
+    images are the scores of the tables (in percent there).
 
     Pointing game: the hit pixel is the map's argmax, the first maximal pixel in
     row-major (flattened) order when several pixels share the maximum. It is a hit
@@ -57,6 +75,15 @@ def localization(maps: torch.Tensor, masks: torch.Tensor, tolerance: float = 0) 
     float32 (B,) tensors on the maps' device (the masks are moved there). Raises
     ``ValueError`` when ``maps`` is not (B, H, W), ``masks`` has another shape,
     ``masks`` holds values other than 0 and 1, or ``tolerance`` is negative.
+
+    Example::
+        >>> import torch
+        >>> from cambench.metrics import localization
+        >>> maps = torch.tensor([[[0.0, 0.2], [0.6, 0.2]]])  # peak at (1, 0), sum 1
+        >>> masks = torch.tensor([[[False, True], [True, False]]])
+        >>> scores = localization(maps, masks)
+        >>> scores.pointing, scores.energy, scores.iou  # hit; 0.8 inside; {(1, 0)} vs mask
+        (tensor([1.]), tensor([0.8000]), tensor([0.5000]))
     """
     if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
         shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps)

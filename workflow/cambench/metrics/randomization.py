@@ -36,7 +36,15 @@ DEFAULT_THRESHOLD = 0.99
 
 def average_ranks(x: torch.Tensor) -> torch.Tensor:
     """Ranks 1..N along the last dimension of (B, N) ``x``, float64; ties share their
-    average rank (the "average" method of ``scipy.stats.rankdata``)."""
+    average rank (the "average" method of ``scipy.stats.rankdata``), so that a map
+    with many equal pixels is ranked without an arbitrary order.
+
+    Example::
+        >>> import torch
+        >>> from cambench.metrics.randomization import average_ranks
+        >>> average_ranks(torch.tensor([[0.5, 0.1, 0.5, 0.9]]))
+        tensor([[2.5000, 1.0000, 2.5000, 4.0000]], dtype=torch.float64)
+    """
     if x.ndim != 2:
         raise ValueError(f"x must be (B, N), got shape {tuple(x.shape)}")
     b, n = x.shape
@@ -54,12 +62,28 @@ def average_ranks(x: torch.Tensor) -> torch.Tensor:
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation of each pair of maps: (B,) float64 for (B, ...) inputs.
+    r"""Spearman rank correlation of each pair of maps: (B,) float64 for (B, ...) inputs,
+    the similarity measure of `"Sanity Checks for Saliency Maps"
+    <https://arxiv.org/abs/1810.03292>`_ (Adebayo et al., NeurIPS 2018).
+
+    .. math::
+        \rho(a, b) = \frac{\sum_q (r_q - \bar r)(s_q - \bar s)}
+        {\sqrt{\sum_q (r_q - \bar r)^2} \sqrt{\sum_q (s_q - \bar s)^2}}
+
+    where :math:`r_q` and :math:`s_q` are the average ranks (:func:`average_ranks`) of
+    pixel :math:`q` in the flattened maps :math:`a` and :math:`b`.
 
     The Pearson correlation of the average ranks of the flattened maps (ties share
     their average rank, so a map that is constant but for one pixel, like Fake-CAM's,
     is ranked correctly). Where a map is constant the correlation is undefined; it is
     then 1 if the two maps are equal (nothing changed) and 0 otherwise.
+
+    Example::
+        >>> import torch
+        >>> from cambench.metrics import spearman
+        >>> a = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+        >>> spearman(a, torch.tensor([[1.0, 3.0, 2.0, 4.0]]))  # 1 - 6 * 2 / (4 * 15)
+        tensor([0.8000], dtype=torch.float64)
     """
     if a.shape != b.shape or a.ndim < 2:
         raise ValueError(f"maps must have equal shapes (B, ...), got {a.shape} and {b.shape}")
@@ -145,7 +169,19 @@ def randomization_test(
     batch_size: int = 64,
     blocks: Sequence[str] | None = None,
 ) -> RandomizationResult:
-    """Cascading model parameter randomization test of one saliency ``method``.
+    r"""Cascading model parameter randomization test of one saliency ``method``, as
+    described in `"Sanity Checks for Saliency Maps" <https://arxiv.org/abs/1810.03292>`_
+    (Adebayo et al., NeurIPS 2018).
+
+    .. math::
+        \rho_{k,i} = \rho\big(E(f, x_i, c_i), \; E(f_k, x_i, c_i)\big)
+
+    where :math:`E` is the method, :math:`f` the trained model, :math:`f_k` the model
+    with its last :math:`k` blocks re-initialized, :math:`x_i` and :math:`c_i` an image
+    and its explained class, and :math:`\rho` the Spearman rank correlation
+    (:func:`spearman`). A faithful method's correlation falls as :math:`k` grows (↓);
+    a method whose mean correlation stays at or above the threshold at every step is
+    model independent (:meth:`RandomizationResult.model_independent`).
 
     ``images`` (B, 3, H, W) in [0, 1] and ``targets`` (B,) are explained by ``method``
     (through :func:`cambench.saliency.explain`, ``batch_size`` images at a time) on the
@@ -153,6 +189,19 @@ def randomization_test(
     top-level ``blocks`` in the given order) are re-initialized one more at each step,
     block ``k`` with seed ``seed + k``. ``model`` itself is not modified. The target
     layer (``layer``, default the model's) is resolved by name in every copy.
+
+    Example::
+        >>> import torch
+        >>> from cambench.metrics import randomization_test
+        >>> from cambench.models.small_resnet import SmallResNet
+        >>> _ = torch.manual_seed(0)
+        >>> model = SmallResNet(num_classes=10, width=4, blocks=(1, 1, 1, 1)).eval()
+        >>> images, targets = torch.rand(2, 3, 16, 16), torch.tensor([3, 7])
+        >>> result = randomization_test(model, images, targets, "fakecam")
+        >>> result.blocks
+        ['none', 'fc', 'layer4', 'layer3', 'layer2', 'layer1', 'stem']
+        >>> result.model_independent()  # Fake-CAM ignores the model
+        True
     """
     from cambench.saliency import explain
 

@@ -70,13 +70,34 @@ def bootstrap_mean_ci(
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and percentile-bootstrap confidence interval of the mean, per column.
+    r"""Mean and percentile-bootstrap confidence interval of the mean, per column, as
+    described in `"Bootstrap Methods: Another Look at the Jackknife"
+    <https://doi.org/10.1214/aos/1176344552>`_ (Efron, Annals of Statistics 1979).
+
+    For the values :math:`v_1 \dots v_n` of one metric over :math:`n` images and
+    :math:`B` = ``resamples`` resamples of the images drawn with replacement
+    (indices :math:`j_{b,1} \dots j_{b,n}`, seeded):
+
+    .. math::
+        \bar v^*_b = \frac{1}{n} \sum_{i=1}^n v_{j_{b,i}}, \qquad
+        \mathrm{CI} = \big[q_{\alpha/2}(\bar v^*), \; q_{1-\alpha/2}(\bar v^*)\big]
+
+    where :math:`q_u` is the :math:`u`-quantile of the :math:`B` resampled means and
+    :math:`\alpha = 1 -` ``confidence``. The images are the resampled unit: the
+    columns of one row are drawn together (see :func:`bootstrap_means`).
 
     ``values`` (n,) or (n, k); NaN values are ignored (a column's mean is over its
     finite values). Returns ``(mean, low, high)``, each a float for 1-d input or a
     (k,) array: ``low``/``high`` are the ``(1 - confidence) / 2`` and
     ``(1 + confidence) / 2`` quantiles of the resampled means (Efron's percentile
     interval). A column with fewer than two finite values has a NaN interval.
+
+    Example::
+        >>> import numpy as np
+        >>> from cambench.metrics import bootstrap_mean_ci
+        >>> mean, low, high = bootstrap_mean_ci(np.array([1.0, 2.0, 3.0, 4.0]), seed=0)
+        >>> mean, bool(1.0 <= low < mean < high <= 4.0)
+        (2.5, True)
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
@@ -122,7 +143,20 @@ def _exact_signed_rank_cdf(n: int) -> np.ndarray:
 
 
 def wilcoxon_signed_rank(differences: np.ndarray) -> tuple[float, float, int]:
-    """Two-sided paired Wilcoxon signed-rank test of ``differences`` (x - y per pair).
+    r"""Two-sided paired Wilcoxon signed-rank test of ``differences`` (x - y per pair),
+    as described in `"Individual Comparisons by Ranking Methods"
+    <https://doi.org/10.2307/3001968>`_ (Wilcoxon, Biometrics Bulletin 1945).
+
+    For the :math:`n` non-zero differences :math:`d_i` with :math:`R_i` the rank of
+    :math:`|d_i|` among them:
+
+    .. math::
+        W^+ = \sum_{d_i > 0} R_i, \qquad W^- = \sum_{d_i < 0} R_i, \qquad
+        W = \min(W^+, W^-), \qquad
+        z = \frac{W - n(n+1)/4}{\sqrt{\mathrm{var}}}
+
+    (:math:`z` only for the normal approximation below). Agrees with
+    ``scipy.stats.wilcoxon`` with its defaults.
 
     Zero differences are dropped (Wilcoxon's convention, scipy's default
     ``zero_method="wilcox"``); tied absolute differences share their average rank.
@@ -135,6 +169,11 @@ def wilcoxon_signed_rank(differences: np.ndarray) -> tuple[float, float, int]:
     samples do not differ: ``p = 1``.
 
     Returns ``(W, p, n)`` with ``n`` the number of non-zero pairs used.
+
+    Example::
+        >>> from cambench.metrics import wilcoxon_signed_rank
+        >>> wilcoxon_signed_rank([1.0, 2.0, 3.0, -4.0, 5.0])  # exact: 2 * 7 / 2**5
+        (4.0, 0.4375, 5)
     """
     d = np.asarray(differences, dtype=float).ravel()
     d = d[np.isfinite(d)]
