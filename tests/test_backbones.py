@@ -168,15 +168,15 @@ def test_checkpoints_never_need_pretrained_weights(tmp_path, empty_torch_home):
     torch.testing.assert_close(ca(images), stream.eval()(images), atol=0, rtol=0)
 
 
-def test_castream_on_wrapped_resnets_and_mobilenet_only():
+def test_castream_on_wrapped_archs_but_not_vgg():
     torch.manual_seed(0)
     base = build_model({"arch": "resnet18"}, 3).eval()
     model = CAStream(base)
     assert model.layout.positions[0] == ("normalize", "conv1", "bn1", "relu", "maxpool")
     assert {k for k in model.state_dict() if not k.startswith("stream.")} <= set(base.state_dict())
     images = torch.rand(2, 3, 64, 64)
-    assert model(images).shape == (2, 3)
-    assert model.last_attention.shape == (2, 2, 2)
+    logits, attention = model.forward_with_attention(images)
+    assert logits.shape == (2, 3) and attention.shape == (2, 2, 2)
     assert explain("gradcam", model, images, torch.tensor([0, 2])).shape == (2, 64, 64)
     with pytest.raises(ValueError, match=r"CA-Stream supports.*arch vgg16_bn"):
         CAStream(build_model({"arch": "vgg16_bn"}, 3))
@@ -220,4 +220,9 @@ def test_arch_capability_lists():
         assert arch in GAP_FC_ARCHS and arch in CASTREAM_BASE_ARCHS
         model = build_model({"arch": arch}, 3).eval()
         assert explain("cam", model, images, torch.tensor([1])).shape == (1, 64, 64)
-    assert "mobilenet_v2" not in GAP_FC_ARCHS and "convnext_tiny" not in CASTREAM_BASE_ARCHS
+    assert "mobilenet_v2" not in GAP_FC_ARCHS and "convnext_tiny" not in GAP_FC_ARCHS
+    assert "vgg16_bn" not in CASTREAM_BASE_ARCHS
+    # every listed base builds a CA-Stream (the config check and the model agree)
+    for arch in CASTREAM_BASE_ARCHS:
+        config = {"arch": arch} if arch != "resnet_small" else {"width": 4, "blocks": [1] * 4}
+        assert CAStream(build_model(config, 3).eval()).num_classes == 3

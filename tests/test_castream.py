@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import perturb_batchnorm
 from torch import nn
-from torchvision.models import mobilenet_v2, resnet18, vgg11
+from torchvision.models import convnext_tiny, mobilenet_v2, resnet18, vgg11
 
 from cambench.cli import main
 from cambench.data.store import Split, write_split
@@ -62,8 +62,10 @@ def test_layout_and_frozen_backbone():
         m.training for name, m in model.named_modules() if name and not name.startswith("stream")
     )
     x = torch.rand(3, 3, 32, 32)
-    assert model(x).shape == (3, 10)
-    assert model.last_attention.shape == (3, 4, 4)
+    logits, attention = model.forward_with_attention(x)
+    assert logits.shape == (3, 10) and attention.shape == (3, 4, 4)
+    assert torch.equal(logits, model(x))
+    assert model.num_classes == 10
 
 
 def _gap_stream(base: nn.Module) -> CAStream:
@@ -84,7 +86,7 @@ def test_uniform_attention_is_global_average_pooling():
     model = _gap_stream(base)
     x = torch.rand(4, 3, 32, 32)
     torch.testing.assert_close(model(x), base(x), atol=1e-6, rtol=0)
-    assert torch.equal(model.last_attention, torch.zeros(4, 4, 4))
+    assert torch.equal(model.forward_with_attention(x)[1], torch.zeros(4, 4, 4))
     # a non-zero token attends non-uniformly and changes the logits
     with torch.no_grad():
         model.stream.q0.normal_(1.0, 1.0)
@@ -110,8 +112,8 @@ def test_torchvision_resnet_base_and_unsupported_bases():
     torch.manual_seed(0)
     model = CAStream(resnet18(num_classes=5).eval())
     x = torch.rand(2, 3, 64, 64)
-    assert model(x).shape == (2, 5)
-    assert model.last_attention.shape == (2, 2, 2)
+    logits, attention = model.forward_with_attention(x)
+    assert logits.shape == (2, 5) and attention.shape == (2, 2, 2)
     assert explain("gradcam", model, x, torch.tensor([0, 1])).shape == (2, 64, 64)
     with pytest.raises(ValueError, match="CA-Stream supports.*not VGG"):
         CAStream(vgg11(num_classes=5))
@@ -141,7 +143,8 @@ def test_mobilenet_v2_base(wrapped):
     x = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), model(x), atol=0, rtol=0)
-    assert model.last_attention.shape == (3, 2, 2)
+        assert model.forward_with_attention(x)[1].shape == (3, 2, 2)
+    assert model.num_classes == 5
     model.eval()
     # the default target layer is the base's last feature map (what `features` returns)
     with torch.no_grad():
@@ -161,17 +164,19 @@ def test_mobilenet_v2_uniform_attention_is_global_average_pooling(wrapped):
         torch.testing.assert_close(model(x), base(x), atol=1e-5, rtol=0)
 
 
-def test_mobilenet_v2_castream_checkpoint_round_trip(tmp_path):
-    base_config = {"kind": "baseline", "arch": "mobilenet_v2"}
-    model = CAStream(_mobilenet_base(True), blocks_at=["layer2", "layer4"])
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "convnext_tiny"])
+def test_features_base_castream_checkpoint_round_trip(tmp_path, arch):
+    base = _mobilenet_base(True) if arch == "mobilenet_v2" else _convnext_base(True)
+    model = CAStream(base, blocks_at=["layer2", "layer4"])
     torch.nn.init.normal_(model.stream.q0)
     config = {"kind": "castream", "base": "m", "blocks_at": ["layer2", "layer4"]}
-    config["base_config"] = base_config
+    config["base_config"] = {"kind": "baseline", "arch": arch}
     save_checkpoint(tmp_path / "ca.pt", model, config, 5, list("abcde"))
     loaded = load_checkpoint(tmp_path / "ca.pt")
     assert isinstance(loaded, CAStream) and loaded.blocks_at == ("layer2", "layer4")
     x = torch.rand(2, 3, 64, 64)
-    torch.testing.assert_close(loaded(x), model.eval()(x), atol=0, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model.eval()(x), atol=0, rtol=0)
 
 
 def _toy_split(n: int, seed: int) -> Split:
@@ -228,8 +233,7 @@ def test_castream_attention_contract():
     maps = explain("castream_attention", model, images, targets)
     assert maps.shape == (6, 32, 32) and maps.dtype == torch.float32
     assert maps.min() == 0 and maps.max() == 1
-    model(images)
-    logits = model.last_attention
+    logits = model.forward_with_attention(images)[1]
     expected = minmax_normalize(
         nn.functional.interpolate(logits.unsqueeze(1), size=32, mode="bilinear").squeeze(1)
     )
@@ -316,3 +320,152 @@ def test_cuda_matches_cpu(method):
     maps = explain(method, model.cuda(), images.cuda(), targets.cuda())
     assert maps.device.type == "cuda"
     torch.testing.assert_close(maps.cpu(), cpu, atol=1e-3, rtol=0)
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_projection_bias_init_zeros_or_pytorch_default():
+    torch.manual_seed(0)
+    zeros = CAStream(_base(), projection_bias_init="zeros")
+    torch.manual_seed(0)
+    default = CAStream.from_config(_base(), {"projection_bias_init": "default"})
+    for lin_zero, lin_default in zip(zeros.stream.proj, default.stream.proj, strict=True):
+        assert torch.equal(lin_zero.bias, torch.zeros_like(lin_zero.bias))
+        bound = 1 / math.sqrt(lin_default.in_features)  # nn.Linear: U(-1/√fan_in, 1/√fan_in)
+        assert lin_default.bias.abs().max() <= bound
+        assert lin_default.bias.abs().max() > bound / 10  # drawn, not zero
+        # the option changes the bias only: the same seed gives the same weights
+        assert torch.equal(lin_zero.weight, lin_default.weight)
+    with pytest.raises(ValueError, match="projection_bias_init must be one of"):
+        CAStream(_base(), projection_bias_init="ones")
+
+
+def _one_training_step(model: CAStream) -> None:
+    model.train()
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    loss = nn.functional.cross_entropy(model(x), torch.arange(8) % 10)
+    loss.backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
+
+
+def test_frozen_backbone_is_bit_identical_after_a_training_step():
+    base = _base()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    model = CAStream(base, backbone_bn="frozen")
+    stream_before = model.stream.q0.detach().clone()
+    _one_training_step(model)
+    state = model.state_dict()
+    for key, value in before.items():  # parameters and buffers (BN statistics, counters)
+        assert torch.equal(state[key], value), key
+    assert not torch.equal(model.stream.q0, stream_before)
+
+
+def test_backbone_bn_train_updates_statistics_but_not_weights():
+    base = _base()
+    params_before = {k: v.detach().clone() for k, v in base.named_parameters()}
+    buffers_before = {k: v.clone() for k, v in base.named_buffers()}
+    model = CAStream.from_config(base, {"backbone_bn": "train"})
+    model.train()
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(m.training for m in norms)
+    model.eval()
+    assert not any(m.training for m in norms)
+    _one_training_step(model)
+    for key, value in params_before.items():
+        assert torch.equal(model.get_parameter(key), value), key
+    running = [k for k in buffers_before if k.endswith("running_mean")]
+    assert all(not torch.equal(model.get_buffer(k), buffers_before[k]) for k in running)
+    counters = [k for k in buffers_before if k.endswith("num_batches_tracked")]
+    assert all(model.get_buffer(k) == buffers_before[k] + 1 for k in counters)
+    with pytest.raises(ValueError, match="backbone_bn must be one of"):
+        CAStream(_base(), backbone_bn="eval")
+
+
+def test_backbone_bn_train_keeps_dropout_off():
+    model = CAStream(_mobilenet_base(True), backbone_bn="train").train()
+    assert model.classifier[0].training is False  # the classifier's dropout
+    assert model.features[0][1].training  # a batch norm
+
+
+def test_float64_base_gives_a_float64_model():
+    base = _base().double()
+    model = CAStream(base)
+    assert all(
+        t.dtype == torch.float64 for t in model.state_dict().values() if t.is_floating_point()
+    )
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    logits, attention = model.forward_with_attention(x)
+    assert logits.dtype == attention.dtype == torch.float64
+    # the same model in float32 agrees to float32 precision
+    single = CAStream(_base())
+    single.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    torch.testing.assert_close(single(x.float()), logits.float(), atol=1e-5, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------- ConvNeXt
+
+
+def _convnext_base(wrapped: bool) -> nn.Module:
+    torch.manual_seed(0)
+    if wrapped:
+        return build_model({"arch": "convnext_tiny"}, 5).eval()
+    return convnext_tiny(num_classes=5).eval()
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["cambench-arch", "torchvision"])
+def test_convnext_base(wrapped):
+    base = _convnext_base(wrapped)
+    model = CAStream(base)
+    assert model.default_target_layer == "features.7" and model.num_classes == 5
+    dims = [96, 192, 384, 768, 768]
+    assert [lin.in_features for lin in model.stream.proj] == dims
+    assert [lin.out_features for lin in model.stream.proj] == [*dims[1:], 768]
+    # the released ConvNeXt stream's init: truncated normal (std 0.02), zero bias
+    weights = torch.cat([lin.weight.flatten() for lin in model.stream.proj])
+    assert abs(float(weights.std()) - 0.02) < 0.001 and abs(float(weights.mean())) < 0.001
+    assert all(torch.equal(lin.bias, torch.zeros_like(lin.bias)) for lin in model.stream.proj)
+    # the backbone keeps the base's names and values; only the stream is trainable
+    base_state = base.state_dict()
+    state = model.state_dict()
+    assert {k for k in state if not k.startswith("stream.")} == set(base_state)
+    assert all(torch.equal(state[k], v) for k, v in base_state.items())
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"stream.q0"} | {
+        f"stream.proj.{i}.{w}" for i in range(5) for w in ("weight", "bias")
+    }
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        logits, attention = model.forward_with_attention(x)
+        assert logits.shape == (2, 5) and attention.shape == (2, 2, 2)
+        # the stem is stride 4 and the positions after the downsamplings 8, 16, 32
+        sizes = [f.shape[2:] for f in model.feature_maps(x)]
+        assert sizes == [(16, 16), (8, 8), (4, 4), (2, 2), (2, 2)]
+        # the default target layer is the base's last feature map (what `features` returns)
+        expected = base.features(base.normalize(x) if wrapped else x)
+        torch.testing.assert_close(model.feature_maps(x)[-1], expected, atol=0, rtol=0)
+    assert explain("gradcam", model, x, torch.tensor([0, 4])).shape == (2, 64, 64)
+
+
+def test_convnext_uniform_attention_is_global_average_pooling():
+    """GAP → LayerNorm2d → Flatten → Linear in the base; the stream's zero token pools
+    uniformly, so with W_L = identity the logits are the base's."""
+    base = _convnext_base(True)
+    model = _gap_stream(base)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), base(x), atol=1e-5, rtol=0)
+
+
+def test_convnext_training_changes_only_the_stream():
+    base = _convnext_base(True)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    model = CAStream(base, blocks_at=["layer3", "layer4"])
+    q0 = model.stream.q0.detach().clone()
+    model.train()
+    x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 3])).backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0).step()
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in before.items())
+    assert not torch.equal(model.stream.q0, q0)

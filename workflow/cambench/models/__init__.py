@@ -43,7 +43,14 @@ ARCHITECTURES = ("resnet_small", *TORCHVISION_ARCHS)
 KINDS = ("baseline", "castream", "gradalign")
 # Archs a CA-Stream can run beside (see cambench.models.castream.stream_layout), and archs
 # whose head is global average pooling → ``fc`` (what the ``cam`` method needs).
-CASTREAM_BASE_ARCHS = ("resnet_small", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
+CASTREAM_BASE_ARCHS = (
+    "resnet_small",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v2",
+    "convnext_tiny",
+)
 GAP_FC_ARCHS = ("resnet_small", "resnet18", "resnet34", "resnet50")
 
 # Keys that only one kind reads, and keys a castream model takes from its base.

@@ -43,16 +43,35 @@ def guided_backprop(
 def castream_attention(
     model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: None
 ) -> torch.Tensor:
-    """CA-Stream's last attention block: raw logits ``F q / √d`` as an (h, w) map.
+    """CA-Stream's own map: the last attention block's raw logits as an (h, w) map.
+
+    Torres et al., "CA-Stream: Attention-based pooling for interpretable image
+    recognition", CVPR XAI4CV workshop 2024, https://arxiv.org/abs/2404.14996. Block
+    ``ℓ`` attends from the class token ``q_ℓ`` (dimension ``d_ℓ``) over the feature
+    map ``F_ℓ`` (``h·w`` rows of ``d_ℓ`` channels) with weights
+    ``a_ℓ = softmax(F_ℓ q_ℓ / √d_ℓ)``; the map is the last block's
+    ``F q / √d`` reshaped to ``h × w``, before the softmax (see
+    :mod:`cambench.models.castream`).
 
     Class-agnostic (``targets`` are ignored). The logits, not the softmax, are the
     map: min-max normalization of either ranks pixels alike, and the logits keep
     the contrast that the softmax's exponential squeezes towards zero.
+
+    >>> import torch
+    >>> from cambench.models import build_model
+    >>> from cambench.models.castream import CAStream
+    >>> from cambench.saliency import explain
+    >>> _ = torch.manual_seed(0)
+    >>> base = build_model({"width": 4, "blocks": [1, 1, 1, 1]}, num_classes=3).eval()
+    >>> model = CAStream(base).eval()
+    >>> maps = explain("castream_attention", model, torch.rand(2, 3, 32, 32), torch.tensor([0, 2]))
+    >>> tuple(maps.shape), float(maps.min()), float(maps.max())
+    ((2, 32, 32), 0.0, 1.0)
     """
     if not isinstance(model, CAStream):
         raise ValueError(
             f"castream_attention needs a CA-Stream model (kind: castream), got {type(model).__name__}"
         )
     with torch.no_grad():
-        model(images)
-    return model.last_attention
+        _, attention = model.forward_with_attention(images)
+    return attention
