@@ -20,6 +20,7 @@ from cambench.metrics import (
     make_substrate,
     step_pixel_counts,
 )
+from cambench.metrics.faithfulness import trapezoid_auc
 from cambench.metrics.protocols import resolve_protocol
 
 # ----------------------------------------------------------------------------- models
@@ -219,6 +220,27 @@ def test_insertion_deletion_hand_computed(steps, deletion, insertion, deletion_a
     assert torch.allclose(result.insertion, torch.tensor([insertion]), atol=1e-6)
     assert torch.allclose(result.deletion_auc, torch.tensor([deletion_auc]), atol=1e-6)
     assert torch.allclose(result.insertion_auc, torch.tensor([insertion_auc]), atol=1e-6)
+
+
+def test_trapezoid_auc_by_hand_and_against_references():
+    # T = 4, dx = 1/4: (0/2 + 1 + 1 + 1 + 0/2) / 4 = 0.75; a line from 1 to 0: 0.5
+    curves = torch.tensor([[0.0, 1.0, 1.0, 1.0, 0.0], [1.0, 0.75, 0.5, 0.25, 0.0]])
+    assert torch.allclose(trapezoid_auc(curves), torch.tensor([0.75, 0.5]))
+    integrate = pytest.importorskip("scipy.integrate")
+    g = torch.Generator().manual_seed(0)
+    for points in (2, 3, 17, 225):
+        y = torch.rand(2, 3, points, generator=g)
+        # bit-identical to torch.trapezoid, which the metrics used before
+        assert torch.equal(trapezoid_auc(y), torch.trapezoid(y, dx=1 / (points - 1), dim=-1))
+        # numpy in, numpy out (the figures), equal to scipy's trapezoid on [0, 1]
+        y64 = y.double().numpy()
+        area = trapezoid_auc(y64)
+        assert isinstance(area, np.ndarray) and area.shape == (2, 3)
+        np.testing.assert_allclose(
+            area, integrate.trapezoid(y64, np.linspace(0, 1, points), axis=-1), rtol=1e-12
+        )
+    with pytest.raises(ValueError, match="two points"):
+        trapezoid_auc(torch.ones(3, 1))
 
 
 def test_insertion_deletion_ties_in_row_major_order():

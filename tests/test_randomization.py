@@ -9,18 +9,11 @@ import torch
 from conftest import SMALL_RESNET_CASCADE
 
 from cambench.metrics.randomization import (
-    average_ranks,
     cascade_blocks,
     randomization_test,
     reinitialize,
     spearman,
 )
-
-
-def test_average_ranks_share_ties():
-    x = torch.tensor([[3.0, 1.0, 2.0, 2.0, 5.0, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0, 0.0]])
-    expected = [[5.0, 1.5, 3.5, 3.5, 6.0, 1.5], [4.0, 4.0, 4.0, 4.0, 4.0, 1.0]]
-    assert torch.equal(average_ranks(x), torch.tensor(expected, dtype=torch.float64))
 
 
 def test_spearman_by_hand_and_against_scipy():

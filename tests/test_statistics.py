@@ -1,4 +1,5 @@
-"""Tests of cambench.metrics.statistics: bootstrap intervals and the Wilcoxon test."""
+"""Tests of cambench.metrics.statistics: bootstrap intervals, the Wilcoxon test, average
+ranks."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from cambench.metrics.statistics import (
+    average_ranks,
     bootstrap_mean_ci,
     bootstrap_means,
     wilcoxon_signed_rank,
@@ -130,3 +133,22 @@ def test_wilcoxon_matches_scipy(n):
     reference = stats.wilcoxon(tied, method="approx")
     assert w == pytest.approx(reference.statistic)
     assert p == pytest.approx(reference.pvalue, rel=1e-9)
+
+
+# -------------------------------------------------------------------------- ranks
+
+
+def test_average_ranks_share_ties():
+    x = torch.tensor([[3.0, 1.0, 2.0, 2.0, 5.0, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0, 0.0]])
+    expected = [[5.0, 1.5, 3.5, 3.5, 6.0, 1.5], [4.0, 4.0, 4.0, 4.0, 4.0, 1.0]]
+    assert torch.equal(average_ranks(x), torch.tensor(expected, dtype=torch.float64))
+
+
+def test_average_ranks_match_scipy_rankdata():
+    stats = pytest.importorskip("scipy.stats")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 7, (5, 40), generator=g).float() / 3  # many ties per row
+    reference = np.stack([stats.rankdata(row, method="average") for row in x.numpy()])
+    np.testing.assert_array_equal(average_ranks(x).numpy(), reference)
+    with pytest.raises(ValueError, match=r"\(B, N\)"):
+        average_ranks(torch.zeros(4))

@@ -23,7 +23,9 @@ batch norm folded, channels-last on CPU), so the model itself is left as found.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
+import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 
@@ -39,6 +41,7 @@ __all__ = [
     "insertion_deletion",
     "make_substrate",
     "step_pixel_counts",
+    "trapezoid_auc",
 ]
 
 #: Substrates for insertion / deletion: what a pixel becomes when it is not (yet)
@@ -258,13 +261,40 @@ class InsertionDeletion:
     substrate (step 0) to the full image (last step). ``deletion``: (B, steps + 1)
     from the full image (step 0) to the deletion substrate (last step).
     ``insertion_auc`` / ``deletion_auc``: (B,) trapezoidal area under each curve
-    over the fraction axis ``linspace(0, 1, steps + 1)``, in [0, 1].
+    over the fraction axis ``linspace(0, 1, steps + 1)`` (:func:`trapezoid_auc`),
+    in [0, 1].
     """
 
     insertion: torch.Tensor
     deletion: torch.Tensor
     insertion_auc: torch.Tensor
     deletion_auc: torch.Tensor
+
+
+Curves = TypeVar("Curves", torch.Tensor, np.ndarray)
+
+
+def trapezoid_auc(curves: Curves) -> Curves:
+    """Area under each curve of ``curves`` (..., T + 1) sampled at ``linspace(0, 1, T + 1)``,
+    by the trapezoid rule: ``(sum(C) - (C_0 + C_T) / 2) / T``, shape (...).
+
+    The one AUC of cambench, for the metrics (torch tensors, bit-identical to
+    ``torch.trapezoid(curves, dx=1 / T, dim=-1)``) and the figures (numpy arrays,
+    without converting them).
+
+    Example::
+        >>> import torch
+        >>> from cambench.metrics.faithfulness import trapezoid_auc
+        >>> trapezoid_auc(torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, 1.0]]))  # T = 2
+        tensor([0.5000, 0.7500])
+    """
+    if curves.ndim < 1 or curves.shape[-1] < 2:
+        raise ValueError(
+            f"curves must have at least two points on the last axis, got shape "
+            f"{tuple(curves.shape)}"
+        )
+    dx = 1.0 / (curves.shape[-1] - 1)
+    return (curves.sum(-1) - (curves[..., 0] + curves[..., -1]) * 0.5) * dx
 
 
 def step_pixel_counts(num_pixels: int, steps: int, device: torch.device | str | None = None):
@@ -442,10 +472,9 @@ def insertion_deletion(
     curves = probs.view(b, 2, n_steps)
     _check_finite(curves, _NONFINITE_PROBS)
     insertion, deletion = curves[:, 0], curves[:, 1]
-    dx = 1.0 / steps
     return InsertionDeletion(
         insertion=insertion,
         deletion=deletion,
-        insertion_auc=torch.trapezoid(insertion, dx=dx, dim=1),
-        deletion_auc=torch.trapezoid(deletion, dx=dx, dim=1),
+        insertion_auc=trapezoid_auc(insertion),
+        deletion_auc=trapezoid_auc(deletion),
     )

@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from cambench.metrics.statistics import average_ranks
+
 __all__ = [
     "DEFAULT_THRESHOLD",
     "RandomizationResult",
-    "average_ranks",
     "cascade_blocks",
     "randomization_test",
     "reinitialize",
@@ -32,33 +33,6 @@ __all__ = [
 ]
 
 DEFAULT_THRESHOLD = 0.99
-
-
-def average_ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..N along the last dimension of (B, N) ``x``, float64; ties share their
-    average rank (the "average" method of ``scipy.stats.rankdata``), so that a map
-    with many equal pixels is ranked without an arbitrary order.
-
-    Example::
-        >>> import torch
-        >>> from cambench.metrics.randomization import average_ranks
-        >>> average_ranks(torch.tensor([[0.5, 0.1, 0.5, 0.9]]))
-        tensor([[2.5000, 1.0000, 2.5000, 4.0000]], dtype=torch.float64)
-    """
-    if x.ndim != 2:
-        raise ValueError(f"x must be (B, N), got shape {tuple(x.shape)}")
-    b, n = x.shape
-    values, order = torch.sort(x, dim=1, stable=True)
-    starts = torch.ones_like(values, dtype=torch.bool)
-    starts[:, 1:] = values[:, 1:] != values[:, :-1]
-    group = starts.long().cumsum(dim=1) - 1  # tie group of each sorted position
-    pos = torch.arange(n, device=x.device).expand(b, n)
-    first = torch.full((b, n), n, device=x.device, dtype=torch.long)
-    first = first.scatter_reduce(1, group, pos, reduce="amin")
-    last = torch.full((b, n), -1, device=x.device, dtype=torch.long)
-    last = last.scatter_reduce(1, group, pos, reduce="amax")
-    mean_rank = (first.gather(1, group) + last.gather(1, group)).double() / 2 + 1
-    return torch.empty_like(mean_rank).scatter_(1, order, mean_rank)
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,10 @@
 """Statistics for the summary tables: percentile bootstrap confidence intervals of
-means (per image, vectorized) and the paired Wilcoxon signed-rank test.
+means (per image, vectorized), the paired Wilcoxon signed-rank test, and the average
+ranks shared by the Wilcoxon test and the Spearman correlation of the randomization
+test.
 
-Pure numpy (no torch, no scipy), so that the summary and the figures run anywhere.
+numpy, without scipy; the ranks are one batched torch function (:func:`average_ranks`)
+for both callers, whose data are numpy vectors and (B, N) tensors of maps.
 """
 
 from __future__ import annotations
@@ -9,10 +12,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 __all__ = [
     "DEFAULT_CONFIDENCE",
     "DEFAULT_RESAMPLES",
+    "average_ranks",
     "bootstrap_means",
     "bootstrap_mean_ci",
     "wilcoxon_signed_rank",
@@ -120,17 +125,31 @@ def bootstrap_mean_ci(
     return mean, low, high
 
 
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of ``x``, ties sharing their average rank."""
-    order = np.argsort(x, kind="stable")
-    sorted_x = x[order]
-    starts = np.r_[True, sorted_x[1:] != sorted_x[:-1]]
-    group = np.cumsum(starts) - 1
-    first = np.flatnonzero(starts)
-    last = np.r_[first[1:], len(x)] - 1
-    ranks = np.empty(len(x))
-    ranks[order] = (first[group] + last[group]) / 2 + 1
-    return ranks
+def average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..N along the last dimension of (B, N) ``x``, float64; ties share their
+    average rank (the "average" method of ``scipy.stats.rankdata``), so that a map
+    with many equal pixels is ranked without an arbitrary order.
+
+    Example::
+        >>> import torch
+        >>> from cambench.metrics.statistics import average_ranks
+        >>> average_ranks(torch.tensor([[0.5, 0.1, 0.5, 0.9]]))
+        tensor([[2.5000, 1.0000, 2.5000, 4.0000]], dtype=torch.float64)
+    """
+    if x.ndim != 2:
+        raise ValueError(f"x must be (B, N), got shape {tuple(x.shape)}")
+    b, n = x.shape
+    values, order = torch.sort(x, dim=1, stable=True)
+    starts = torch.ones_like(values, dtype=torch.bool)
+    starts[:, 1:] = values[:, 1:] != values[:, :-1]
+    group = starts.long().cumsum(dim=1) - 1  # tie group of each sorted position
+    pos = torch.arange(n, device=x.device).expand(b, n)
+    first = torch.full((b, n), n, device=x.device, dtype=torch.long)
+    first = first.scatter_reduce(1, group, pos, reduce="amin")
+    last = torch.full((b, n), -1, device=x.device, dtype=torch.long)
+    last = last.scatter_reduce(1, group, pos, reduce="amax")
+    mean_rank = (first.gather(1, group) + last.gather(1, group)).double() / 2 + 1
+    return torch.empty_like(mean_rank).scatter_(1, order, mean_rank)
 
 
 def _exact_signed_rank_cdf(n: int) -> np.ndarray:
@@ -181,7 +200,7 @@ def wilcoxon_signed_rank(differences: np.ndarray) -> tuple[float, float, int]:
     n = int(d.size)
     if n == 0:
         return 0.0, 1.0, 0
-    ranks = _average_ranks(np.abs(d))
+    ranks = average_ranks(torch.from_numpy(np.abs(d))[None])[0].numpy()
     w_plus = float(ranks[d > 0].sum())
     w_minus = float(ranks[d < 0].sum())
     w = min(w_plus, w_minus)
