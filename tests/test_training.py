@@ -25,7 +25,9 @@ from cambench.training import (
     build_optimizer,
     effective_augment,
     lr_factor,
+    optimizer_record,
     train_model,
+    uses_nesterov,
 )
 from cambench.training import loop as loop_module
 
@@ -73,6 +75,91 @@ def test_step_schedule():
     assert lr_factor(warm, 2, spe) == 1.0
 
 
+def test_step_schedule_with_milestones():
+    """Epoch e trains at gamma ** #{m <= e}, as MultiStepLR stepped once per epoch."""
+    config = TrainConfig(epochs=8, schedule="step", milestones=[2, 5], gamma=0.1)
+    spe = 3
+    factors = [lr_factor(config, s, spe) for s in range(8 * spe)]
+    per_epoch = [1, 1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01]
+    assert factors == pytest.approx([f for f in per_epoch for _ in range(spe)])
+    # torch's MultiStepLR gives the same per-epoch learning rates
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[2, 5], gamma=0.1)
+    torch_lrs = []
+    for _ in range(8):
+        torch_lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert torch_lrs == pytest.approx(per_epoch)
+    with pytest.raises(TrainConfigError, match="only the step schedule"):
+        TrainConfig(milestones=[2])
+
+
+def test_released_recipe_history_records_the_schedule():
+    """The CA-Stream paper's recipe (plain momentum SGD, step schedule at milestones)
+    trains, and the per-epoch history holds the learning rate after each epoch."""
+    config = TrainConfig(
+        epochs=3,
+        batch_size=16,
+        lr=0.1,
+        nesterov=False,
+        weight_decay=1e-4,
+        schedule="step",
+        milestones=[1, 2],
+        gamma=0.5,
+    )
+    history = train_model(
+        _model(), _toy_split(32, 0), _toy_split(16, 1), config, CPU, progress=False
+    )
+    # after epoch e the next step is in epoch e (0-based): 0.1 · 0.5^#{m <= e}
+    assert [entry["lr"] for entry in history] == pytest.approx([0.05, 0.025, 0.025])
+    record = optimizer_record(config)
+    assert record["nesterov"] is False and record["milestones"] == [1, 2]
+
+
+def _one_sgd_step(config: TrainConfig) -> float:
+    """p = 1 under the loss p²/2 (gradient p), two steps; the final p."""
+    p = torch.nn.Parameter(torch.ones(1))
+    opt = build_optimizer([p], config)
+    for _ in range(2):
+        opt.zero_grad()
+        (p**2 / 2).sum().backward()
+        opt.step()
+    return float(p)
+
+
+def test_nesterov_default_and_plain_momentum():
+    base = {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}
+    # by hand: plain momentum b1 = g1 = 1, p1 = 0.9; g2 = 0.9, b2 = 0.9·1 + 0.9 = 1.8,
+    # p2 = 0.9 - 0.18 = 0.72. Nesterov steps along g + 0.9·b: p1 = 1 - 0.1·1.9 = 0.81;
+    # g2 = 0.81, b2 = 0.9 + 0.81 = 1.71, p2 = 0.81 - 0.1·(0.81 + 0.9·1.71) = 0.5751
+    assert _one_sgd_step(TrainConfig(**base, nesterov=False)) == pytest.approx(0.72)
+    assert _one_sgd_step(TrainConfig(**base, nesterov=True)) == pytest.approx(0.5751)
+    assert _one_sgd_step(TrainConfig(**base)) == pytest.approx(0.5751)  # default: Nesterov
+    assert not uses_nesterov(TrainConfig(momentum=0.0))
+    assert not uses_nesterov(TrainConfig(optimizer="adamw", lr=1e-3))
+    for bad in ({"nesterov": True, "momentum": 0.0}, {"nesterov": True, "optimizer": "adamw"}):
+        with pytest.raises(TrainConfigError, match="needs optimizer sgd with momentum > 0"):
+            TrainConfig(**bad)
+
+
+def test_optimizer_record_resolves_defaults():
+    assert optimizer_record(TrainConfig(epochs=7, schedule="step", step_size=3)) == {
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "weight_decay": 5e-4,
+        "schedule": "step",
+        "warmup_epochs": 0,
+        "momentum": 0.9,
+        "nesterov": True,
+        "milestones": [3, 6],
+        "gamma": 0.1,
+    }
+    record = optimizer_record(TrainConfig(optimizer="adamw", lr=1e-3))
+    assert record["optimizer"] == "adamw" and "nesterov" not in record
+    assert "milestones" not in record and record["schedule"] == "cosine"
+
+
 def test_optimizers():
     params = [torch.nn.Parameter(torch.zeros(3))]
     sgd = build_optimizer(params, TrainConfig(momentum=0.9, weight_decay=1e-4))
@@ -92,6 +179,9 @@ def test_optimizers():
         ("label_smoothing", 1.0),
         ("amp", "yes"),
         ("lr", 0),
+        ("nesterov", "yes"),
+        ("milestones", [3, 2]),
+        ("milestones", 30),
     ],
 )
 def test_bad_training_keys_are_named(key, value):

@@ -17,7 +17,9 @@ from cambench.training.loop import (
     effective_augment,
     evaluate_accuracy,
     lr_factor,
+    optimizer_record,
     train_model,
+    uses_nesterov,
 )
 
 __all__ = [
@@ -34,5 +36,7 @@ __all__ = [
     "gradient_cosine",
     "gradient_distance",
     "lr_factor",
+    "optimizer_record",
     "train_model",
+    "uses_nesterov",
 ]

@@ -6,13 +6,21 @@ optimized (a CA-Stream model's frozen backbone and classifier are left alone).
 
 Recipe (:class:`TrainConfig`, the training keys of a model's config entry):
 
-- optimizer ``sgd`` (momentum, Nesterov when ``momentum > 0``) or ``adamw``
-  (``momentum`` unused; a typical ``lr`` is 1e-3); ``weight_decay`` applies to every
+- optimizer ``sgd`` (momentum; ``nesterov`` unset means Nesterov when
+  ``momentum > 0``, cambench's historical default) or ``adamw`` (``momentum`` and
+  ``nesterov`` unused; a typical ``lr`` is 1e-3); ``weight_decay`` applies to every
   trained parameter;
 - learning rate set before every optimizer step from the global step ``s``: a linear
   warmup over ``warmup_epochs`` (the factor rises as ``(s + 1) / warmup_steps``), times
   ``cosine`` (from ``lr`` after the warmup to 0 at the end) or ``step`` (multiplied by
-  ``gamma`` every ``step_size`` epochs, counted from the start);
+  ``gamma`` at each epoch of ``milestones``, or, without milestones, every
+  ``step_size`` epochs, counted from the start: epoch ``e`` (0-based) trains at
+  ``gamma ** #{m ∈ milestones : m ≤ e}``, like PyTorch's ``MultiStepLR`` stepped per
+  epoch);
+- the CA-Stream paper's released recipe (ftorres11/CA_Stream) is plain momentum SGD:
+  ``optimizer: sgd, lr: 0.1, momentum: 0.9, nesterov: false, weight_decay: 1e-4,
+  schedule: step, milestones: [30, 60, 90], gamma: 0.1`` (it trains in fp16 with a
+  gradient scaler; cambench's CUDA ``amp`` is bf16, which needs no scaler);
 - ``label_smoothing`` of the cross-entropy;
 - on CUDA only: bf16 mixed precision (``amp``, autocast around the forward and the
   objective; no loss scaling is needed for bf16) and ``channels_last`` memory format,
@@ -102,8 +110,10 @@ class TrainConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    nesterov: bool | None = None
     schedule: str = "cosine"
     step_size: int = 30
+    milestones: list[int] | None = None
     gamma: float = 0.1
     warmup_epochs: float = 0
     label_smoothing: float = 0.0
@@ -149,8 +159,23 @@ class TrainConfig:
             "label_smoothing",
             "must be a number in [0, 1)",
         )
-        for key in ("hflip", "amp", "channels_last"):
+        for key in ("hflip", "amp", "channels_last", "nesterov"):
             need(getattr(self, key) in (None, True, False), key, "must be true or false")
+        need(
+            not (self.nesterov and (self.optimizer != "sgd" or self.momentum == 0)),
+            "nesterov",
+            "needs optimizer sgd with momentum > 0",
+        )
+        if self.milestones is not None:
+            epochs = self.milestones
+            need(
+                isinstance(epochs, (list, tuple))
+                and all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in epochs)
+                and list(epochs) == sorted(set(epochs)),
+                "milestones",
+                "must be a list of increasing epochs >= 1",
+            )
+            need(self.schedule == "step", "milestones", "only the step schedule uses them")
 
     @classmethod
     def from_model_config(cls, model_config: dict[str, Any]) -> TrainConfig:
@@ -165,14 +190,24 @@ def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     warm = (step + 1) / warmup_steps if step < warmup_steps else 1.0
     if config.schedule == "step":
-        return warm * config.gamma ** (step // (config.step_size * steps_per_epoch))
+        epoch = step // steps_per_epoch
+        if config.milestones is not None:
+            return warm * config.gamma ** sum(m <= epoch for m in config.milestones)
+        return warm * config.gamma ** (epoch // config.step_size)
     total = config.epochs * steps_per_epoch
     progress = min(max(step - warmup_steps, 0) / max(total - warmup_steps, 1), 1.0)
     return warm * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def uses_nesterov(config: TrainConfig) -> bool:
+    """Whether SGD uses Nesterov momentum: ``nesterov``, or when unset ``momentum > 0``."""
+    if config.optimizer != "sgd":
+        return False
+    return config.momentum > 0 if config.nesterov is None else config.nesterov
+
+
 def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (Nesterov momentum) or AdamW, from ``config``."""
+    """SGD (plain or Nesterov momentum) or AdamW, from ``config``."""
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(
@@ -180,8 +215,28 @@ def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.op
         lr=config.lr,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
-        nesterov=config.momentum > 0,
+        nesterov=uses_nesterov(config),
     )
+
+
+def optimizer_record(config: TrainConfig) -> dict[str, Any]:
+    """The optimizer and schedule a run used, with defaults resolved, for its history
+    (so a result says how it was trained, even when the config left keys out)."""
+    record: dict[str, Any] = {
+        "optimizer": config.optimizer,
+        "lr": config.lr,
+        "weight_decay": config.weight_decay,
+        "schedule": config.schedule,
+        "warmup_epochs": config.warmup_epochs,
+    }
+    if config.optimizer == "sgd":
+        record.update(momentum=config.momentum, nesterov=uses_nesterov(config))
+    if config.schedule == "step":
+        milestones = config.milestones
+        if milestones is None:
+            milestones = list(range(config.step_size, config.epochs, config.step_size))
+        record.update(milestones=list(milestones), gamma=config.gamma)
+    return record
 
 
 def effective_augment(config: TrainConfig, augment: dict[str, Any] | None) -> dict[str, Any]:
@@ -239,6 +294,9 @@ def _objective_id(objective: Callable) -> str:
     return type(objective).__name__
 
 
+_UNSET_NOT_FINGERPRINTED = ("nesterov", "milestones")
+
+
 def resume_fingerprint(
     model: nn.Module,
     train: Split,
@@ -250,8 +308,12 @@ def resume_fingerprint(
 ) -> str:
     """What a resume file must match: configs, augmentation, objective, device type,
     data and the initial weights."""
+    settings = dataclasses.asdict(config)
+    for name in _UNSET_NOT_FINGERPRINTED:  # resume files written before these keys stay valid
+        if settings[name] is None:
+            del settings[name]
     key = {
-        "config": dataclasses.asdict(config),
+        "config": settings,
         "augment": augment,
         "objective": _objective_id(objective),
         "device": device.type,
