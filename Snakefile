@@ -19,17 +19,13 @@ include: "rules/plots.smk"
 report: "workflow/report/workflow.rst"
 
 
+# Jobs that need neither a GPU nor a cluster node run where snakemake runs.
 localrules:
     all,
     prepare_data,
     summarize,
-    plot_summary,
-    plot_curves,
-    plot_saliency_grid,
-    plot_training,
-    plot_bars,
-    plot_distributions,
-    plot_randomization,
+    plot_experiment,
+    plot_model,
 
 
 rule all:

@@ -1,34 +1,31 @@
-# Configuration checks, names and helpers shared by every rule file.
+# The configuration, parsed once (cambench.specs), and the names every rule file uses.
+# All config logic lives here; the other rule files only wire paths and params.
 import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # import this checkout
 
-from cambench.config import (
-    apply_experiment,
-    as_json,
-    check_config,
-    method_applies,
-    method_params,
-)
+from cambench.data import preparation_config
+from cambench.data.augment import resolve_augment
+from cambench.models import weights_file
 from cambench.provenance import stage_digest
+from cambench.specs import apply_experiment, as_json, parse_config, reference_pairs
 
 apply_experiment(config, workflow.config_settings.overwrite_config)
 validate(config, "../workflow/schemas/config.schema.yaml")
 try:
-    check_config(config)
+    EXP = parse_config(config)
 except ValueError as err:
     raise ValueError(f"invalid configuration: {err}") from None
 
-EXPERIMENT = config["experiment"]
-RESULTS = f"results/{EXPERIMENT}"
-LOGS = f"logs/{EXPERIMENT}"
-BENCH = f"benchmarks/runs/{EXPERIMENT}"
-MODELS = list(config["models"])
-METHODS = list(config["methods"])
-SHARDS = list(range(config["eval"]["shards"]))
-GPU = 0 if config["device"] == "cpu" else 1
+RESULTS = f"results/{EXP.name}"
+LOGS = f"logs/{EXP.name}"
+BENCH = f"benchmarks/runs/{EXP.name}"
+MODELS = list(EXP.models)
+METHODS = list(EXP.methods)
+SHARDS = list(range(EXP.eval.shards))
+GPU = 0 if EXP.device == "cpu" else 1
 ENV = "../envs/cambench.yaml"
 # Rules run `python -m cambench` from this checkout, whether or not it is pip-installed
 # (and inside a conda env that holds only the dependencies).
@@ -47,18 +44,35 @@ wildcard_constraints:
 
 
 def model_json(wildcards):
-    return as_json(config["models"][wildcards.model])
+    return as_json(EXP.models[wildcards.model].config)
 
 
 def train_processes(wildcards):
-    """A model's training processes: its `gpus` key (default 1); more than one runs
-    torchrun data-parallel on one node, one process per GPU, each with its own copy
-    of the data (so memory scales too)."""
-    return config["models"][wildcards.model].get("gpus", 1)
+    """A model's training processes (`gpus`); more than one runs torchrun data-parallel
+    on one node, one process per GPU, each with its own copy of the data."""
+    return EXP.models[wildcards.model].gpus
+
+
+def base_checkpoint(wildcards):
+    base = EXP.models[wildcards.model].base
+    return [f"{RESULTS}/models/{base}.pt"] if base else []
+
+
+def weights_input(wildcards):
+    """A model initialized from a local state dict (weights: <path>) depends on it;
+    torchvision weights names are read from the torch hub cache at run time."""
+    path = weights_file(EXP.models[wildcards.model].config)
+    return [path] if path else []
+
+
+# What data preparation reads: the dataset without `augment`, a training setting
+# (changing it retrains every model, without re-preparing the data).
+DATASET_JSON = as_json(preparation_config(EXP.dataset))
+AUGMENT_JSON = as_json(resolve_augment(EXP.dataset))
 
 
 def method_json(wildcards):
-    return as_json(method_params(config, wildcards.method))
+    return as_json(EXP.methods[wildcards.method])
 
 
 def saliency_code(wildcards):
@@ -68,19 +82,28 @@ def saliency_code(wildcards):
 
 
 def model_layer(wildcards):
-    return config["models"][wildcards.model].get("layer", "")
+    return EXP.models[wildcards.model].layer
 
 
-def methods_for(model):
-    """The configured methods that apply to ``model`` (see cambench.config.method_applies)."""
-    return [m for m in METHODS if method_applies(config["models"][model], m)]
+def expected_saliency(wildcards):
+    """What a metrics job checks its saliency file against."""
+    return as_json(
+        {
+            "model": wildcards.model,
+            "method": wildcards.method,
+            "params": EXP.methods[wildcards.method],
+            "shard": int(wildcards.shard),
+            "shards": EXP.eval.shards,
+            "n_images": EXP.eval.n_images,
+        }
+    )
 
 
 def per_method(pattern, model, shards=SHARDS):
     """``pattern`` filled for every applicable method (and shard) of ``model``."""
     return [
         pattern.format(model=model, method=m, shard=s)
-        for m in methods_for(model)
+        for m in EXP.methods_for(model)
         for s in shards
     ]
 
@@ -90,18 +113,42 @@ def per_pair(pattern, shards=SHARDS):
     return [path for model in MODELS for path in per_method(pattern, model, shards)]
 
 
-PLOTS = (
-    [
-        f"{RESULTS}/plots/summary_heatmap.png",
-        f"{RESULTS}/plots/metric_bars.png",
-        f"{RESULTS}/plots/training.png",
-    ]
-    + expand(f"{RESULTS}/plots/curves_{{model}}.png", model=MODELS)
-    + expand(f"{RESULTS}/plots/distributions_{{model}}.png", model=MODELS)
-    + expand(f"{RESULTS}/plots/saliency_grid_{{model}}.png", model=MODELS)
-    + (
-        [f"{RESULTS}/plots/randomization.png"]
-        if (config.get("sanity") or {}).get("randomization")
-        else []
-    )
+RANDOMIZATION_CSVS = [
+    f"{RESULTS}/sanity/{model}/{method}.csv" for model, method in EXP.sanity_pairs()
+]
+COMPARISON_PAIRS = as_json(reference_pairs(EXP.models))
+METRICS_SETTINGS = as_json(EXP.metrics.job_settings())
+STATISTICS = as_json(
+    {
+        "resamples": EXP.metrics.statistics.resamples,
+        "confidence": EXP.metrics.statistics.confidence,
+        "seed": EXP.metrics.statistics.seed,
+    }
 )
+
+# The figures: one for the experiment each, and one per model of the per-model kinds
+# (cambench.jobs.plot.FIGURES draws them). Inputs per figure name.
+EXPERIMENT_FIGURES = {
+    "summary_heatmap": [f"{RESULTS}/summary.csv"],
+    "metric_bars": [f"{RESULTS}/summary.csv"],
+    "training": [f"{RESULTS}/models/{m}.json" for m in MODELS],
+}
+if RANDOMIZATION_CSVS:
+    EXPERIMENT_FIGURES["randomization"] = RANDOMIZATION_CSVS
+MODEL_FIGURES = {
+    "curves": f"{RESULTS}/metrics/{{model}}/{{method}}/shard-{{shard}}.npz",
+    "distributions": f"{RESULTS}/metrics/{{model}}/{{method}}/shard-{{shard}}.csv",
+    "saliency_grid": f"{RESULTS}/saliency/{{model}}/{{method}}/shard-{{shard}}.h5",
+}
+
+
+def model_figure_inputs(wildcards):
+    shards = [0] if wildcards.figure == "saliency_grid" else SHARDS
+    return per_method(MODEL_FIGURES[wildcards.figure], wildcards.model, shards)
+
+
+PLOTS = [f"{RESULTS}/plots/{name}.png" for name in EXPERIMENT_FIGURES] + [
+    f"{RESULTS}/plots/{figure}_{model}.png"
+    for figure in MODEL_FIGURES
+    for model in MODELS
+]

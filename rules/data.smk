@@ -1,6 +1,3 @@
-from cambench.data import preparation_config
-
-
 rule prepare_data:
     output:
         train=f"{RESULTS}/data/train.h5",
@@ -17,7 +14,6 @@ rule prepare_data:
         runtime=20,
     params:
         code=stage_digest("data"),
-        # without `augment`: a training setting (changing it retrains, not re-prepares)
-        dataset=as_json(preparation_config(config["dataset"])),
+        dataset=DATASET_JSON,
     shell:
         "python -m cambench prepare-data --dataset {params.dataset:q} --out-train {output.train:q} --out-test {output.test:q} > {log:q} 2>&1"

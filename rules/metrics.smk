@@ -1,38 +1,4 @@
 # Scoring: per-image metrics per shard, the randomization sanity check, the tables.
-from cambench.metrics.protocols import PROTOCOL_KEYS, resolve_protocol
-
-try:  # fail at parse time, naming the key, on a protocol that contradicts the config
-    PROTOCOL = resolve_protocol(
-        config["metrics"],
-        config["dataset"].get("image_size", 32),
-        config["eval"]["target"],
-    )
-except ValueError as err:
-    raise ValueError(f"invalid configuration: {err}") from None
-
-# What the metrics jobs read (the bootstrap settings are the summary's).
-METRICS_PARAMS = {
-    k: v
-    for k, v in config["metrics"].items()
-    if k in PROTOCOL_KEYS or k in ("forward_batch_size", "pointing_tolerance")
-}
-STATISTICS = config["metrics"].get("statistics") or {}
-SANITY = config.get("sanity") or {}
-SANITY_METHODS = (
-    (SANITY.get("methods") or METHODS) if SANITY.get("randomization") else []
-)
-for _m in SANITY_METHODS:
-    if _m not in METHODS:
-        raise ValueError(
-            f"invalid configuration: config key 'sanity.methods': {_m!r} is not a configured "
-            f"method ({', '.join(METHODS)})"
-        )
-RANDOMIZATION_CSVS = [
-    f"{RESULTS}/sanity/{model}/{method}.csv"
-    for model in MODELS
-    for method in methods_for(model)
-    if method in SANITY_METHODS
-]
 
 
 rule metrics:
@@ -56,13 +22,14 @@ rule metrics:
         gpu=GPU,
     params:
         code=stage_digest("metrics"),
-        metrics=as_json(METRICS_PARAMS),
-        batch_size=config["eval"]["batch_size"],
-        device=config["device"],
+        metrics=METRICS_SETTINGS,
+        expect=expected_saliency,
+        batch_size=EXP.eval.batch_size,
+        device=EXP.device,
     shell:
         "python -m cambench metrics --model {input.model:q} --model-name {wildcards.model} --data {input.data:q}"
-        " --saliency {input.saliency:q} --metrics {params.metrics:q} --batch-size {params.batch_size}"
-        " --device {params.device} --threads {threads}"
+        " --saliency {input.saliency:q} --metrics {params.metrics:q} --expect {params.expect:q}"
+        " --batch-size {params.batch_size} --device {params.device} --threads {threads}"
         " --out-csv {output.csv:q} --out-curves {output.curves:q} > {log:q} 2>&1"
 
 
@@ -87,18 +54,20 @@ rule randomization:
         code=lambda w: stage_digest("sanity", w.method),
         method=method_json,
         layer=model_layer,
-        n_images=SANITY.get("n_images", 32),
-        seed=SANITY.get("seed", 0),
-        threshold=SANITY.get("threshold", 0.99),
-        target=config["eval"]["target"],
-        batch_size=config["eval"]["batch_size"],
-        device=config["device"],
+        n_images=EXP.sanity.n_images,
+        seed=EXP.sanity.seed,
+        threshold=EXP.sanity.threshold,
+        statistics=STATISTICS,
+        target=EXP.eval.target,
+        batch_size=EXP.eval.batch_size,
+        device=EXP.device,
     shell:
         "python -m cambench randomization --model {input.model:q} --model-name {wildcards.model}"
         " --data {input.data:q} --method {wildcards.method} --params {params.method:q}"
         " --layer={params.layer:q} --n-images {params.n_images} --target {params.target}"
         " --batch-size {params.batch_size} --seed {params.seed} --threshold {params.threshold}"
-        " --device {params.device} --threads {threads} --out {output:q} > {log:q} 2>&1"
+        " --statistics {params.statistics:q} --device {params.device} --threads {threads}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule summarize:
@@ -135,17 +104,12 @@ rule summarize:
         runtime=10,
     params:
         code=stage_digest("summary"),
-        experiment=EXPERIMENT,
-        models=as_json(
-            {
-                name: {k: m[k] for k in ("kind", "base") if k in m}
-                for name, m in config["models"].items()
-            }
-        ),
-        statistics=as_json(STATISTICS),
+        experiment=EXP.name,
+        pairs=COMPARISON_PAIRS,
+        statistics=STATISTICS,
     shell:
         "python -m cambench summarize --csv {input.csv:q} --history {input.history:q} --experiment {params.experiment}"
-        " --models {params.models:q} --statistics {params.statistics:q} --randomization {input.randomization:q}"
+        " --pairs {params.pairs:q} --statistics {params.statistics:q} --randomization {input.randomization:q}"
         " --out-csv {output.csv:q} --out-md {output.md:q} --out-tex {output.tex:q}"
         " --comparison-csv {output.comparison_csv:q} --comparison-md {output.comparison_md:q}"
         " --comparison-tex {output.comparison_tex:q} > {log:q} 2>&1"

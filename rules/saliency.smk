@@ -19,14 +19,14 @@ rule saliency:
         code=saliency_code,
         method=method_json,
         layer=model_layer,
-        n_images=config["eval"]["n_images"],
-        shards=config["eval"]["shards"],
-        batch_size=config["eval"]["batch_size"],
-        target=config["eval"]["target"],
-        device=config["device"],
+        n_images=EXP.eval.n_images,
+        shards=EXP.eval.shards,
+        batch_size=EXP.eval.batch_size,
+        target=EXP.eval.target,
+        device=EXP.device,
     shell:
-        "python -m cambench saliency --model {input.model:q} --data {input.data:q} --method {wildcards.method}"
-        " --params {params.method:q} --layer={params.layer:q} --n-images {params.n_images}"
+        "python -m cambench saliency --model {input.model:q} --model-name {wildcards.model} --data {input.data:q}"
+        " --method {wildcards.method} --params {params.method:q} --layer={params.layer:q} --n-images {params.n_images}"
         " --shards {params.shards} --shard {wildcards.shard} --batch-size {params.batch_size}"
         " --target {params.target} --device {params.device} --threads {threads}"
         " --out {output:q} > {log:q} 2>&1"

@@ -1,24 +1,9 @@
-from cambench.data.augment import resolve_augment
-from cambench.models import weights_file
-
-
 rule train:
     input:
         train=f"{RESULTS}/data/train.h5",
         test=f"{RESULTS}/data/test.h5",
-        # a castream model trains on top of its base model's checkpoint
-        base=lambda w: (
-            [f"{RESULTS}/models/{config['models'][w.model]['base']}.pt"]
-            if config["models"][w.model].get("kind") == "castream"
-            else []
-        ),
-        # a model initialized from a local state dict (weights: <path>) depends on it;
-        # torchvision weights names are read from the torch hub cache at run time
-        weights=lambda w: (
-            [weights_file(config["models"][w.model])]
-            if weights_file(config["models"][w.model])
-            else []
-        ),
+        base=base_checkpoint,  # a castream model trains on its base's checkpoint
+        weights=weights_input,
     output:
         model=f"{RESULTS}/models/{{model}}.pt",
         history=f"{RESULTS}/models/{{model}}.json",
@@ -36,10 +21,8 @@ rule train:
     params:
         code=stage_digest("train"),
         model=model_json,
-        device=config["device"],
-        # the dataset's augment mapping with its defaults (a training setting: changing
-        # it retrains every model, without re-preparing the data)
-        augment=as_json(resolve_augment(config["dataset"])),
+        device=EXP.device,
+        augment=AUGMENT_JSON,
     shell:
         "python -m cambench train --train {input.train:q} --test {input.test:q} --model {params.model:q} --name {wildcards.model}"
         " --base={input.base:q} --augment {params.augment:q} --out-model {output.model:q} --out-history {output.history:q}"

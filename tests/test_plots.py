@@ -431,7 +431,7 @@ def test_plots_do_not_import_torch():
 
 
 def test_figure_inputs_name_the_file_at_fault(tmp_path):
-    from cambench.plots.inputs import read_tables
+    from cambench.table_io import read_tables
 
     good = tmp_path / "good.csv"
     pd.DataFrame({"method": ["a"], "x": [1.0]}).to_csv(good, index=False)

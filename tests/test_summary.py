@@ -1,4 +1,5 @@
-"""Tests of cambench.summary: summary and model-comparison tables (CSV, Markdown, LaTeX)."""
+"""Tests of cambench.summary and the summarize job: summary and model-comparison
+tables (CSV, Markdown, LaTeX)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cambench.jobs import summarize
+from cambench.metric_table import COLUMNS as METRIC_COLUMNS
 from cambench.metrics.statistics import bootstrap_mean_ci, wilcoxon_signed_rank
-from cambench.summary import (
-    METRIC_COLUMNS,
-    compare_models,
-    model_table,
-    models_markdown,
-    reference_pairs,
-    summarize_metrics,
-    write_summary,
-)
+from cambench.specs import ModelSpec, reference_pairs
+from cambench.summary import compare_models, duplicate_images, model_table, summarize_metrics
+from cambench.summary.render import models_table, to_markdown
+from cambench.table_io import read_json
 
 N = 24
 PROTOCOL = json.dumps(
@@ -31,11 +29,39 @@ PROTOCOL = json.dumps(
         "blur_kernel": 11,
     }
 )
+
+
+def _spec(name: str, kind: str, base: str | None = None) -> ModelSpec:
+    return ModelSpec(name, kind, {"kind": kind}, "resnet_small", base, "", 1)
+
+
 MODELS = {
-    "baseline": {"kind": "baseline"},
-    "castream": {"kind": "castream", "base": "baseline"},
-    "gradalign": {"kind": "gradalign"},
+    "baseline": _spec("baseline", "baseline"),
+    "castream": _spec("castream", "castream", "baseline"),
+    "gradalign": _spec("gradalign", "gradalign"),
 }
+STATS = {"resamples": 200, "confidence": 0.95, "seed": 3}
+
+
+def write_summary(csvs, out_dir, pairs=(), randomization=(), histories=(), statistics=STATS):
+    """The summarize job with every output in ``out_dir``."""
+    out = {k: out_dir / f"summary.{k}" for k in ("csv", "md", "tex")}
+    cmp = {k: out_dir / f"comparison.{k}" for k in ("csv", "md", "tex")}
+    summary = summarize.run(
+        csvs,
+        list(histories),
+        list(randomization),
+        list(pairs),
+        statistics,
+        "demo",
+        out["csv"],
+        out["md"],
+        out["tex"],
+        cmp["csv"],
+        cmp["md"],
+        cmp["tex"],
+    )
+    return summary, out, cmp
 
 
 def per_image(model: str, method: str, shift: float, seed: int) -> pd.DataFrame:
@@ -54,7 +80,9 @@ def per_image(model: str, method: str, shift: float, seed: int) -> pd.DataFrame:
 def csvs(tmp_path):
     paths = []
     for m, (model, shift) in enumerate([("baseline", 0.0), ("castream", 3.0), ("gradalign", -2.0)]):
-        for k, (method, offset) in enumerate([("gradcam", 10.0), ("fakecam", 0.0)]):
+        for k, (method, offset) in enumerate(
+            [("gradcam", 30.0), ("gradcampp", 15.0), ("fakecam", 0.0)]
+        ):
             frame = per_image(model, method, shift + offset, seed=10 * m + k)
             for shard, rows in enumerate(np.array_split(np.arange(N), 2)):
                 path = tmp_path / "metrics" / model / method / f"shard-{shard}.csv"
@@ -66,8 +94,8 @@ def csvs(tmp_path):
 
 def test_summary_means_intervals_and_protocol(csvs):
     frame = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
-    summary = summarize_metrics(frame, resamples=500, seed=1)
-    assert len(summary) == 6 and (summary["n_images"] == N).all()
+    summary = summarize_metrics(frame, resamples=500, confidence=0.95, seed=1)
+    assert len(summary) == 9 and (summary["n_images"] == N).all()
     row = summary[(summary["model"] == "castream") & (summary["method"] == "gradcam")].iloc[0]
     group = frame[(frame["model"] == "castream") & (frame["method"] == "gradcam")]
     for column in METRIC_COLUMNS:
@@ -87,8 +115,8 @@ def test_reference_pairs():
         ("castream", "baseline", "castream vs its base"),
         ("gradalign", "baseline", "gradalign vs the first baseline"),
     ]
-    assert reference_pairs({"a": {"kind": "gradalign"}}) == []
-    two = {"b1": {}, "b2": {"kind": "baseline"}, "g": {"kind": "gradalign"}}
+    assert reference_pairs({"a": _spec("a", "gradalign")}) == []
+    two = {n: _spec(n, k) for n, k in (("b1", "baseline"), ("b2", "baseline"), ("g", "gradalign"))}
     assert reference_pairs(two) == [("g", "b1", "gradalign vs the first baseline")]
 
 
@@ -96,8 +124,8 @@ def test_comparison_is_paired_on_index(csvs):
     frame = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
     # shuffle the rows of one model: the pairing must follow `index`, not the row order
     frame = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
-    table = compare_models(frame, reference_pairs(MODELS), resamples=400)
-    assert len(table) == 2 * 2 * len(METRIC_COLUMNS)
+    table = compare_models(frame, reference_pairs(MODELS), resamples=400, confidence=0.95, seed=0)
+    assert len(table) == 2 * 3 * len(METRIC_COLUMNS)
     row = table[
         (table["model"] == "castream") & (table["method"] == "gradcam") & (table["metric"] == "AG")
     ].iloc[0]
@@ -130,81 +158,134 @@ def test_write_summary_tables(csvs, tmp_path):
             "model_independent": True,
         }
     ).to_csv(random_csv, index=False)
-    out = {k: tmp_path / f"comparison.{k}" for k in ("csv", "md", "tex")}
-    summary = write_summary(
-        csvs,
-        [],
-        tmp_path / "summary.csv",
-        tmp_path / "summary.md",
-        experiment="demo",
-        out_tex=tmp_path / "summary.tex",
-        models=MODELS,
-        comparison_out=out,
-        randomization_paths=[random_csv],
-        statistics={"resamples": 200, "seed": 3},
+    summary, out, cmp = write_summary(
+        csvs, tmp_path, pairs=reference_pairs(MODELS), randomization=[random_csv]
     )
-    md = (tmp_path / "summary.md").read_text()
-    tex = (tmp_path / "summary.tex").read_text()
-    # best per model and column: gradcam has +10 on every metric, so it is the best on
-    # the "higher" columns and fakecam on the "lower" ones (AD, deletion)
+    md = out["md"].read_text()
+    tex = out["tex"].read_text()
+    # best per model and column among the methods that explain the model: gradcam has
+    # +15 over gradcampp on every metric, so it is best on the "higher" columns and
+    # gradcampp on the "lower" ones (AD, deletion); fakecam (a sanity baseline, lower
+    # still on AD) is never bold
     for model in ("baseline", "castream", "gradalign"):
         rows = summary[summary["model"] == model].set_index("method")
         best_ag = f"{rows.loc['gradcam', 'AG']:.1f}"
-        best_ad = f"{rows.loc['fakecam', 'AD']:.1f}"
+        best_ad = f"{rows.loc['gradcampp', 'AD']:.1f}"
         assert f"**{best_ag}**" in md and f"**{best_ad}**" in md
         assert f"\\textbf{{{best_ag}}}" in tex and f"\\textbf{{{best_ad}}}" in tex
-    # one bold value per model and column (no ties in this data)
-    n_columns = len(METRIC_COLUMNS) + 1  # + T (equal times: both bold, see below)
+        fake_ad = f"{rows.loc['fakecam', 'AD']:.1f}"
+        assert f"**{fake_ad}**" not in md
+    # one bold value per model and column (no ties in this data); T: both rankable
+    # methods have equal times, so both are bold
+    n_columns = len(METRIC_COLUMNS) + 1
     assert len(_bold_md(md)) == 3 * (n_columns - 1) + 3 * 2
     assert "\\begin{tabular}" in tex and "\\toprule" in tex and "\\bottomrule" in tex
     assert "custom: 8 steps" in md
     assert "fakecam†" in md and "† model-independent" in md
-    saved = pd.read_csv(tmp_path / "summary.csv")
+    saved = pd.read_csv(out["csv"])
     assert "AD_ci_low" in saved.columns and "iou" in saved.columns
     assert saved.loc[saved["method"] == "fakecam", "model_independent"].iloc[0] in (True, "True")
-    comparison = pd.read_csv(out["csv"])
+    comparison = pd.read_csv(cmp["csv"])
     assert set(comparison["model"]) == {"castream", "gradalign"}
     assert set(comparison["reference"]) == {"baseline"}
-    cmd = out["md"].read_text()
+    cmd = cmp["md"].read_text()
     assert "## castream vs baseline" in cmd and "## gradalign vs baseline" in cmd
     assert "p = " in cmd or "p < 0.001" in cmd
-    ctex = out["tex"].read_text()
+    ctex = cmp["tex"].read_text()
     assert "castream vs baseline" in ctex and "\\scriptsize" in ctex
+
+
+def test_a_flagged_method_is_never_bold(csvs, tmp_path):
+    """gradcam, flagged model-independent by the randomization check, loses its bold."""
+    flagged = tmp_path / "sanity.csv"
+    pd.DataFrame(
+        {
+            "model": "baseline",
+            "method": "gradcam",
+            "step": [0, 1],
+            "randomized": ["none", "fc"],
+            "spearman": [1.0, 1.0],
+            "model_independent": True,
+        }
+    ).to_csv(flagged, index=False)
+    summary, out, _ = write_summary(csvs, tmp_path, randomization=[flagged])
+    rows = summary[summary["model"] == "baseline"].set_index("method")
+    md = out["md"].read_text()
+    assert (
+        f"**{rows.loc['gradcam', 'AG']:.1f}**"
+        not in md.split("## Sanity")[0].split("| castream")[0]
+    )
 
 
 def test_single_model_comparison_is_an_empty_table_with_a_note(csvs, tmp_path):
     only = [p for p in csvs if "/baseline/" in str(p)]
-    out = {k: tmp_path / f"comparison.{k}" for k in ("csv", "md", "tex")}
-    write_summary(
-        only,
-        [],
-        tmp_path / "summary.csv",
-        tmp_path / "summary.md",
-        models={"baseline": {"kind": "baseline"}},
-        comparison_out=out,
-        statistics={"resamples": 50},
-    )
-    assert pd.read_csv(out["csv"]).empty
-    assert "Only one model (baseline)" in out["md"].read_text()
-    assert "Only one model" in out["tex"].read_text()
+    _, _, cmp = write_summary(only, tmp_path, pairs=reference_pairs(MODELS))
+    assert pd.read_csv(cmp["csv"]).empty
+    assert "Only one model (baseline)" in cmp["md"].read_text()
+    assert "Only one model" in cmp["tex"].read_text()
     # two models without a reference relation: empty too, with the reason
-    write_summary(
-        csvs,
-        [],
-        tmp_path / "summary.csv",
-        tmp_path / "summary.md",
-        models={name: {"kind": "baseline"} for name in MODELS},
-        comparison_out=out,
-        statistics={"resamples": 50},
-    )
-    assert "No model has a reference" in out["md"].read_text()
+    _, _, cmp = write_summary(csvs, tmp_path, pairs=[])
+    assert "No model has a reference" in cmp["md"].read_text()
 
 
 def test_missing_columns_name_them(tmp_path):
     path = tmp_path / "bad.csv"
-    pd.DataFrame({"model": ["m"], "method": ["x"], "AD": [1.0]}).to_csv(path, index=False)
+    pd.DataFrame({"model": ["m"], "method": ["x"], "index": [0], "AD": [1.0]}).to_csv(
+        path, index=False
+    )
     with pytest.raises(ValueError, match="iou"):
-        write_summary([path], [], tmp_path / "s.csv", tmp_path / "s.md")
+        write_summary([path], tmp_path)
+
+
+def test_a_shard_copied_over_another_is_refused(csvs, tmp_path):
+    """Images counted twice, or a method scored on other images than the model's
+    others, make the summary fail instead of averaging the wrong images."""
+    frame = pd.concat([pd.read_csv(p) for p in csvs], ignore_index=True)
+    assert duplicate_images(frame) == []
+    gradcam = (frame["model"] == "baseline") & (frame["method"] == "gradcam")
+    twice = frame.copy()
+    twice.loc[gradcam & (twice["index"] >= N // 2), "index"] -= N // 2  # shard 0 twice
+    problems = duplicate_images(twice)
+    assert any("baseline × gradcam: image(s) [0, 1," in p for p in problems)
+    shard0 = [p for p in csvs if "/baseline/gradcam/shard-0" in str(p)][0]
+    shard1 = shard0.with_name("shard-1.csv")
+    shard1.write_bytes(shard0.read_bytes())
+    with pytest.raises(ValueError, match="counted more than once"):
+        write_summary(csvs, tmp_path)
+
+
+def test_a_model_near_chance_is_flagged(csvs, tmp_path):
+    history = tmp_path / "baseline.json"
+    history.write_text(
+        json.dumps(
+            {
+                "model": "baseline",
+                "kind": "baseline",
+                "epochs": [],
+                "test_acc": 0.275,
+                "num_classes": 4,
+            }
+        )
+    )
+    good = tmp_path / "castream.json"
+    good.write_text(
+        json.dumps(
+            {
+                "model": "castream",
+                "kind": "castream",
+                "epochs": [],
+                "test_acc": 0.9,
+                "num_classes": 4,
+            }
+        )
+    )
+    _, out, _ = write_summary(csvs, tmp_path, histories=[history, good])
+    md = out["md"].read_text()
+    assert (
+        "**Warning:** model baseline has 27.5 % test accuracy, within 10 points of chance (25.0 % on 4 classes)"
+        in md
+    )
+    assert "model castream has" not in md
 
 
 def test_models_table_reads_the_histories(tmp_path):
@@ -229,18 +310,18 @@ def test_models_table_reads_the_histories(tmp_path):
     ):
         paths.append(tmp_path / f"{name}.json")
         paths[-1].write_text(json.dumps(history(name, kind, epochs, 1040, trainable)))
-    table = model_table(paths)
+    table = model_table([read_json(p, "training history") for p in paths])
     assert table["epochs"].tolist() == [2, 1]
     assert table["test_accuracy"].tolist() == [91.25, 87.5]
     assert table["grad_cosine"].tolist() == [0.2, 0.15]  # the last epoch's
     assert table["trainable_parameters"].tolist() == [1000, 40]
-    md = models_markdown(table)
+    md = to_markdown(models_table(table))
     assert "| baseline | baseline | 2 | 91.2 | 0.200 | 1040 | 1000 | 12.2 |" in md
     assert "| ca | castream | 1 | 87.5 | 0.150 | 1040 | 40 | 12.2 |" in md
-    assert "grad. cosine" in md and "guided-backpropagation" in md
+    assert "grad. cosine" in md
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError, match="bad.json: cannot read training history"):
-        model_table([tmp_path / "bad.json"])
+        read_json(tmp_path / "bad.json", "training history")
 
 
 def test_p_values_print_as_in_papers():

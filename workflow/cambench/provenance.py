@@ -110,26 +110,30 @@ def code_digest(*roots: Any) -> str:
     return digest.hexdigest()[:16]
 
 
+#: The job module of each workflow stage (see :mod:`cambench.jobs`).
+STAGES = {
+    "data": "prepare",
+    "train": "train",
+    "saliency": "saliency",
+    "metrics": "metrics",
+    "summary": "summarize",
+    "plots": "plot",
+    "sanity": "sanity",
+}
+
+
 @functools.cache
 def stage_digest(stage: str, method: str | None = None) -> str:
-    """The code digest of one workflow stage (``saliency`` and ``sanity`` also need the
-    method)."""
-    from cambench import cli
+    """The code digest of one workflow stage: its job's ``run`` and everything it
+    reaches (``saliency`` and ``sanity`` also need the method, whose function is not
+    reachable by name from the job)."""
     from cambench.saliency import get_method
 
-    roots = {
-        "data": [cli.cmd_prepare_data],
-        "train": [cli.cmd_train],
-        "saliency": [cli.cmd_saliency],
-        "metrics": [cli.cmd_metrics],
-        "summary": [cli.cmd_summarize],
-        "plots": [cli.cmd_plot],
-        "sanity": [cli.cmd_randomization],
-    }
-    if stage not in roots:
-        raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(roots)}")
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+    job = importlib.import_module(f"cambench.jobs.{STAGES[stage]}")
     if stage in ("saliency", "sanity"):
         if method is None:
             raise ValueError(f"the {stage} stage's digest needs the method")
-        return code_digest(*roots[stage], get_method(method).fn)
-    return code_digest(*roots[stage])
+        return code_digest(job.run, get_method(method).fn)
+    return code_digest(job.run)

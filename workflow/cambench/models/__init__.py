@@ -53,14 +53,6 @@ CASTREAM_BASE_ARCHS = (
 )
 GAP_FC_ARCHS = ("resnet_small", "resnet18", "resnet34", "resnet50")
 
-# Keys that only one kind reads, and keys a castream model takes from its base.
-_ONLY_FOR = {
-    "base": "castream",
-    "blocks_at": "castream",
-    "lambda": "gradalign",
-    "distance": "gradalign",
-}
-_FROM_BASE = ("arch", "width", "blocks", "weights")
 _SMALL_RESNET_ONLY = ("width", "blocks")
 
 __all__ = [
@@ -78,45 +70,22 @@ __all__ = [
 
 
 def check_model_config(name: str, model_config: dict[str, Any]) -> None:
-    """ValueError naming ``models.<name>.<key>`` for keys its kind would silently
-    ignore or values that cannot work.
-
-    A castream model takes its architecture from its base (``arch``, ``width``,
-    ``blocks``, ``weights`` are refused); ``base``/``blocks_at`` are castream-only and
-    ``lambda``/``distance`` gradalign-only; ``width``/``blocks`` are ``resnet_small``
-    only; a ``weights`` name must be one torchvision has for the arch (whether the file
-    is in the local cache is checked when the model is built, on the machine that
-    trains it). The training keys are checked by :class:`cambench.training.TrainConfig`.
+    """ValueError naming ``models.<name>.<key>`` for model values that cannot work:
+    the training keys (:class:`cambench.training.TrainConfig`), ``width``/``blocks``
+    on another arch than ``resnet_small``, and a ``weights`` name torchvision does not
+    have for the arch (whether the file is in the local cache is checked when the
+    model is built, on the machine that trains it). Which keys each kind takes, and
+    CA-Stream's base, are checked by :func:`cambench.specs.parse_config`.
     """
     from cambench.training.loop import TrainConfig, TrainConfigError
 
-    kind = model_config.get("kind", "baseline")
-    if kind not in KINDS:
-        raise ValueError(
-            f"config key 'models.{name}.kind': unknown kind {kind!r}; valid: {', '.join(KINDS)}"
-        )
-    for key, owner in _ONLY_FOR.items():
-        if key in model_config and kind != owner:
-            raise ValueError(
-                f"config key 'models.{name}.{key}': only {owner} models use it (this one is {kind})"
-            )
     try:
         TrainConfig.from_model_config(model_config)
     except TrainConfigError as err:
         raise ValueError(f"config key 'models.{name}.{err.key}': {err.problem}") from None
-    if kind == "castream":
-        if "base" not in model_config:
-            raise ValueError(
-                f"config key 'models.{name}.base': a castream model needs a base model"
-            )
-        for key in _FROM_BASE:
-            if key in model_config:
-                raise ValueError(
-                    f"config key 'models.{name}.{key}': a castream model takes its architecture "
-                    f"from its base model {model_config['base']!r}"
-                )
+    if model_config.get("kind") == "castream":
         return
-    arch = model_config.get("arch", "resnet_small")
+    arch = model_config["arch"]
     if arch not in ARCHITECTURES:
         raise ValueError(
             f"config key 'models.{name}.arch': unknown arch {arch!r}; "

@@ -22,5 +22,23 @@ __all__ = [
     "plot_saliency_grid",
     "plot_summary_heatmap",
     "plot_training",
+    "group_by_method",
     "read_summary",
 ]
+
+
+def group_by_method(paths: list[str]) -> dict[str, list[str]]:
+    """Curve (.npz) or saliency (.h5) files grouped by the method they hold, in order."""
+    import h5py
+    import numpy as np
+
+    groups: dict[str, list[str]] = {}
+    for path in paths:
+        if str(path).endswith(".npz"):
+            with np.load(path) as npz:
+                method = str(npz["method"])
+        else:
+            with h5py.File(path, "r") as f:
+                method = str(f.attrs["method"])
+        groups.setdefault(method, []).append(path)
+    return groups

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cambench.plots.inputs import read_tables
+from cambench.table_io import read_tables
 from cambench.plots.style import method_color, new_figure, save_figure, styled
 
 # (per-image column, title, higher is better)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cambench.plots.inputs import read_tables
+from cambench.table_io import read_tables
 from cambench.plots.style import (
     method_color,
     method_linestyle,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 
-from cambench.plots.inputs import read_table
+from cambench.table_io import read_table
 from cambench.plots.style import new_figure, save_figure, styled
 
 # (column in summary.csv, header in the figure, higher is better)

@@ -1,0 +1,170 @@
+"""The metrics job: score one saliency shard; write the per-image CSV and the curves.
+
+Every metric of :mod:`cambench.metric_table` becomes one per-image column, in the
+table's unit (percent): the metric functions return fractions and the entry's
+``scale`` converts them here, in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cambench import joblog
+from cambench.atomic import atomic_output
+from cambench.cache import SaliencyCache, read_saliency
+from cambench.data.store import read_split
+from cambench.jobs.saliency import shard_indices
+from cambench.metric_table import BY_COLUMN, COLUMNS
+from cambench.metrics import confidence_change, insertion_deletion, localization
+from cambench.metrics.protocols import PROTOCOL_KEYS, resolve_protocol
+from cambench.models import file_sha256, load_checkpoint
+from cambench.models.inference import inference_copy
+from cambench.table_io import write_csv
+
+#: Keys of a metrics job's settings besides the protocol's.
+SETTINGS = ("forward_batch_size", "pointing_tolerance")
+
+
+def check_provenance(cache: SaliencyCache, expected: dict[str, Any], n_test: int) -> None:
+    """The saliency file is the expected model × method × parameters × shard: its
+    attributes and its ``index`` range against what the workflow asked for (a shard
+    copied over another's name would be scored, and counted, twice)."""
+    path = cache.path
+    for key in ("model", "method", "shard", "shards"):
+        if key in expected and str(cache.attrs.get(key)) != str(expected[key]):
+            raise ValueError(
+                f"{path}: holds {key} {cache.attrs.get(key)!r}, expected {expected[key]!r} "
+                "(a file copied or moved from another job?)"
+            )
+    if "params" in expected and cache.params != expected["params"]:
+        raise ValueError(
+            f"{path}: computed with parameters {cache.params}, expected {expected['params']}"
+        )
+    if "n_images" in expected:
+        want = shard_indices(expected["n_images"], n_test, expected["shards"], expected["shard"])
+        if not np.array_equal(cache.index.numpy(), want):
+            raise ValueError(
+                f"{path}: holds images {cache.index[:3].tolist()}… ({len(cache.index)}), "
+                f"expected shard {expected['shard']}'s {len(want)} images from {want[:1].tolist()}"
+            )
+
+
+def run(
+    model_path: str | os.PathLike,
+    data_path: str | os.PathLike,
+    saliency_path: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    out_curves: str | os.PathLike,
+    settings: dict[str, Any],
+    batch_size: int,
+    device: torch.device,
+    model_name: str,
+    expected: dict[str, Any],
+    progress: bool,
+) -> pd.DataFrame:
+    """Score one saliency shard; write the per-image CSV and the curves (npz).
+
+    ``settings``: the insertion/deletion protocol's keys
+    (:func:`cambench.metrics.protocols.resolve_protocol`, resolved here for the
+    images' height and the class the maps explain), ``forward_batch_size`` and
+    ``pointing_tolerance``. ``expected``: what the saliency file must be
+    (:func:`check_provenance`). The resolved protocol is written into every CSV row
+    (``protocol``, JSON) and into the curve file.
+    """
+    unknown = sorted(set(settings) - {*PROTOCOL_KEYS, *SETTINGS})
+    if unknown:
+        raise ValueError(f"unknown metrics setting(s) {unknown}")
+    start = joblog.header(
+        "metrics",
+        {
+            "model": model_name,
+            "saliency": str(saliency_path),
+            "settings": settings,
+            "device": str(device),
+        },
+        [str(model_path), str(data_path), str(saliency_path)],
+    )
+    # one inference copy for every batch's metric calls (they would each make one)
+    model = inference_copy(load_checkpoint(model_path, map_location=device), device)
+    cache = read_saliency(saliency_path, model_sha256=file_sha256(model_path))
+    split = read_split(data_path)
+    check_provenance(cache, expected, len(split))
+    target_mode = str(cache.attrs.get("target_mode") or "label")
+    try:
+        protocol = resolve_protocol(settings, split.images.shape[-2], target_mode)
+    except ValueError as err:
+        raise ValueError(f"{saliency_path}: {err}") from None
+    tolerance = float(settings["pointing_tolerance"])
+    ins_curves, del_curves, rows = [], [], []
+    starts = range(0, len(cache.index), batch_size)
+    for begin in joblog.progress(starts, "metrics", len(starts), progress):
+        sl = slice(begin, begin + batch_size)
+        idx = cache.index[sl]
+        images = split.float_images(idx).to(device)
+        targets = cache.target[sl].to(device)
+        maps = cache.maps[sl].to(device)
+        conf = confidence_change(model, images, targets, maps, batch_size=batch_size)
+        curves = insertion_deletion(
+            model,
+            images,
+            targets,
+            maps,
+            steps=protocol.steps,
+            insertion_substrate=protocol.insertion_substrate,
+            deletion_substrate=protocol.deletion_substrate,
+            blur_sigma=protocol.blur_sigma,
+            blur_kernel=protocol.blur_kernel,
+            batch_size=int(settings["forward_batch_size"]),
+        )
+        loc = localization(maps, split.masks[idx].to(device), tolerance=tolerance)
+        values = {
+            "AD": conf.drop(),
+            "AI": conf.increase(),
+            "AG": conf.gain(),
+            "insertion": curves.insertion_auc,
+            "deletion": curves.deletion_auc,
+            "pointing_game": loc.pointing,
+            "energy_pointing_game": loc.energy,
+            "iou": loc.iou,
+        }
+        row = {
+            "index": idx.numpy(),
+            "label": cache.label[sl].numpy(),
+            "target": cache.target[sl].numpy(),
+            "p": conf.p.cpu().numpy(),
+            "o": conf.o.cpu().numpy(),
+        }
+        for column in COLUMNS:
+            row[column] = BY_COLUMN[column].scale * values[column].cpu().numpy()
+        rows.append(row)
+        ins_curves.append(curves.insertion.cpu().numpy())
+        del_curves.append(curves.deletion.cpu().numpy())
+    frame = (
+        pd.DataFrame({k: np.concatenate([r[k] for r in rows]) for k in rows[0]})
+        if rows
+        else pd.DataFrame()
+    )
+    seconds = float(cache.attrs.get("seconds", float("nan")))
+    frame.insert(0, "method", cache.attrs["method"])
+    frame.insert(0, "model", model_name)
+    frame["seconds"] = seconds / max(len(cache.index), 1)
+    frame["pointing_tolerance"] = tolerance
+    frame["protocol"] = protocol.to_json()
+    write_csv(out_csv, frame, "%.6g")
+    empty = np.zeros((0, protocol.steps + 1), dtype=np.float32)
+    with atomic_output(out_curves) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(
+            f,
+            insertion=np.concatenate(ins_curves) if ins_curves else empty,
+            deletion=np.concatenate(del_curves) if del_curves else empty,
+            index=cache.index.numpy(),
+            method=np.array(cache.attrs["method"]),
+            protocol=np.array(protocol.to_json()),
+        )
+    joblog.footer(start, [str(out_csv), str(out_curves)])
+    return frame

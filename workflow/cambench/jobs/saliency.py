@@ -1,0 +1,114 @@
+"""The saliency job: one model × method × shard of maps into the HDF5 cache."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from cambench import joblog
+from cambench.cache import SaliencyWriter
+from cambench.data.store import read_split
+from cambench.models import file_sha256, load_checkpoint
+from cambench.saliency import explain, get_method, resolve_layer
+
+TARGETS = ("label", "predicted")
+
+
+def shard_indices(n_images: int, n_total: int, shards: int, shard: int) -> np.ndarray:
+    """Positions in the test split of shard ``shard`` of ``shards``: the first
+    ``n_images`` test images split into contiguous, near-equal parts."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} out of range for {shards} shards")
+    if n_images > n_total:
+        raise ValueError(f"eval.n_images is {n_images} but the test split holds {n_total} images")
+    return np.array_split(np.arange(int(n_images), dtype=np.int64), shards)[shard]
+
+
+@torch.no_grad()
+def explained_classes(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, target: str
+) -> torch.Tensor:
+    """The class each map explains: the ground truth or the model's prediction."""
+    if target == "label":
+        return labels
+    if target == "predicted":
+        return model(images).argmax(1)
+    raise ValueError(f"eval.target must be one of {TARGETS}, got {target!r}")
+
+
+def run(
+    model_path: str | os.PathLike,
+    data_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    method: str,
+    params: dict[str, Any],
+    layer: str | None,
+    n_images: int,
+    shards: int,
+    shard: int,
+    batch_size: int,
+    target: str,
+    device: torch.device,
+    model_name: str,
+    progress: bool,
+) -> None:
+    """Compute one shard's maps and write them to the HDF5 cache (resumable)."""
+    spec = get_method(method)
+    full_params = spec.resolve_params(params)
+    start = joblog.header(
+        "saliency",
+        {
+            "model": model_name,
+            "method": method,
+            "parameters": full_params,
+            "shard": f"{shard + 1}/{shards}",
+            "device": str(device),
+        },
+        [str(model_path), str(data_path)],
+    )
+    model = load_checkpoint(model_path, map_location=device)
+    layer_name = resolve_layer(model, layer)[0] if spec.uses_layer else ""
+    split = read_split(data_path)
+    index = shard_indices(n_images, len(split), shards, shard)
+    attrs = {
+        "method": method,
+        "params": full_params,
+        "layer": layer_name,
+        "model_sha256": file_sha256(model_path),
+        "model": model_name,
+        "shard": shard,
+        "shards": shards,
+        "dataset": split.attrs.get("dataset", ""),
+        "split": split.attrs.get("split", ""),
+        "target_mode": target,
+        "device": str(device),
+    }
+    if layer_name:
+        print(f"  target layer: {layer_name}", flush=True)
+    size = tuple(split.images.shape[-2:])
+    with SaliencyWriter(out_path, index, split.labels[index].numpy(), size, attrs) as writer:
+        starts = range(writer.n_done, len(index), batch_size)
+        for batch, begin in enumerate(
+            joblog.progress(starts, f"{method} shard {shard}", len(starts), progress)
+        ):
+            idx = torch.from_numpy(index[begin : begin + batch_size])
+            images = split.float_images(idx).to(device)
+            targets = explained_classes(model, images, split.labels[idx].to(device), target)
+            tic = time.perf_counter()
+            try:
+                maps = explain(
+                    method, model, images, targets, layer=layer_name or None, **full_params
+                )
+            except ValueError as err:
+                raise ValueError(
+                    f"model {model_name or model_path}, images {int(idx[0])}–{int(idx[-1])} "
+                    f"(batch {batch}): {err}"
+                ) from None
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            writer.write(maps, targets, time.perf_counter() - tic)
+    joblog.footer(start, [str(out_path)])

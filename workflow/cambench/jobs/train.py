@@ -1,0 +1,221 @@
+"""The train job: train one model, write its checkpoint and its training history.
+
+With the model's ``gpus: N > 1`` the job runs itself as N torchrun workers
+(:mod:`cambench.training.distributed`); each worker runs :func:`train_one`, and rank
+0 writes the outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cambench import joblog
+from cambench.data.store import read_split
+from cambench.models import build_model, load_checkpoint, save_checkpoint
+from cambench.models.castream import POSITIONS, CAStream
+from cambench.runtime import seed_everything
+from cambench.table_io import write_json
+from cambench.training import (
+    CrossEntropyObjective,
+    GradAlignObjective,
+    TrainConfig,
+    distributed,
+    train_model,
+)
+
+
+def run(
+    name: str,
+    model_config: dict[str, Any],
+    train_path: str | os.PathLike,
+    test_path: str | os.PathLike,
+    out_model: str | os.PathLike,
+    out_history: str | os.PathLike,
+    base_path: str | os.PathLike | None,
+    augment: dict[str, Any] | None,
+    device: torch.device,
+    threads: int,
+    resume: bool,
+    progress: bool,
+    worker_argv: Callable[[int], list[str]],
+) -> None:
+    """Train ``name`` (its validated config entry ``model_config``) on the train split.
+
+    A ``castream`` model needs ``base_path``, its base model's checkpoint (its
+    backbone and classifier are frozen); other kinds refuse one. ``worker_argv(threads)``
+    is the command line each torchrun worker runs when the model asks for several
+    GPUs (``gpus``).
+    """
+    kind = model_config["kind"]
+    if kind == "castream" and not base_path:
+        raise ValueError("a castream model needs --base, the base model's checkpoint")
+    if kind != "castream" and base_path:
+        raise ValueError(f"--base is only for castream models, not kind {kind!r}")
+    gpus = TrainConfig.from_model_config(model_config).gpus
+    if distributed.launched_by_torchrun():
+        with distributed.process_group(device) as rank_device:
+            train_one(
+                name,
+                model_config,
+                train_path,
+                test_path,
+                out_model,
+                out_history,
+                base_path,
+                augment,
+                rank_device,
+                resume,
+                progress,
+            )
+    elif gpus > 1:
+        _launch(name, device, gpus, threads, worker_argv)
+    else:
+        train_one(
+            name,
+            model_config,
+            train_path,
+            test_path,
+            out_model,
+            out_history,
+            base_path,
+            augment,
+            device,
+            resume,
+            progress,
+        )
+
+
+def _launch(
+    name: str,
+    device: torch.device,
+    gpus: int,
+    threads: int,
+    worker_argv: Callable[[int], list[str]],
+) -> None:
+    """Run this training as ``gpus`` torchrun workers."""
+    try:
+        distributed.check_devices(device, gpus)
+    except ValueError as err:
+        raise ValueError(f"config key 'models.{name}.gpus' is {gpus}: {err}") from None
+    per_worker = max(1, (threads or torch.get_num_threads()) // gpus)
+    argv = worker_argv(per_worker)
+    print(f"{name}: {gpus} training processes on {device.type}, {per_worker} thread(s) each")
+    print(shlex.join(distributed.torchrun_command(gpus, argv)), flush=True)
+    status = distributed.run_torchrun(gpus, argv, per_worker)
+    if status != 0:
+        raise RuntimeError(
+            f"the {gpus} training processes failed (torchrun exit status {status}; their "
+            "errors are above)"
+        )
+
+
+def build_trainee(
+    model_config: dict[str, Any], base_path: str | os.PathLike | None, num_classes: int
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model to train and the config its checkpoint stores: a fresh model of its
+    arch, or a CA-Stream on the frozen base checkpoint (whose config it records)."""
+    config = dict(model_config)
+    if config["kind"] != "castream":
+        return build_model(config, num_classes), config
+    base = load_checkpoint(base_path)
+    if base.model_config.get("kind", "baseline") == "castream":
+        raise ValueError(f"{base_path}: the base of a castream model cannot be castream")
+    config["base_config"] = base.model_config
+    model = CAStream(base, config.get("blocks_at", POSITIONS))
+    if model.num_classes != num_classes:
+        raise ValueError(
+            f"{base_path}: the base model has {model.num_classes} classes, the data {num_classes}"
+        )
+    return model, config
+
+
+def train_one(
+    name: str,
+    model_config: dict[str, Any],
+    train_path: str | os.PathLike,
+    test_path: str | os.PathLike,
+    out_model: str | os.PathLike,
+    out_history: str | os.PathLike,
+    base_path: str | os.PathLike | None,
+    augment: dict[str, Any] | None,
+    device: torch.device,
+    resume: bool,
+    progress: bool,
+) -> None:
+    """Train and save one model; on several processes each calls this, rank 0 writes."""
+    world = distributed.current_world()
+    start = (
+        joblog.header(
+            "train",
+            {
+                "model": name,
+                "config": model_config,
+                "augment": augment,
+                "device": str(device),
+                "processes": world.size,
+            },
+            [str(train_path), str(test_path), *([str(base_path)] if base_path else [])],
+        )
+        if world.is_main
+        else time.perf_counter()
+    )
+    train_config = TrainConfig.from_model_config(model_config)
+    seed_everything(train_config.seed)
+    train = read_split(train_path)
+    test = read_split(test_path)
+    num_classes = len(train.class_names)
+    model, config = build_trainee(model_config, base_path, num_classes)
+    if model_config["kind"] == "gradalign":
+        objective = GradAlignObjective(
+            lam=float(config.get("lambda", 7.5e-3)),
+            distance=config.get("distance", "cosine"),
+            label_smoothing=train_config.label_smoothing,
+        )
+    else:
+        objective = CrossEntropyObjective(label_smoothing=train_config.label_smoothing)
+    resume_path = Path(f"{out_model}.resume.pt") if resume else None
+    tic = time.perf_counter()
+    history = train_model(
+        model,
+        train,
+        test,
+        train_config,
+        device,
+        progress=progress,
+        objective=objective,
+        augment=augment,
+        resume_path=resume_path,
+    )
+    seconds = time.perf_counter() - tic
+    if not world.is_main:
+        return
+    save_checkpoint(out_model, model, config, num_classes, train.class_names)
+    write_json(
+        out_history,
+        {
+            "model": name,
+            "kind": model_config["kind"],
+            "config": config,
+            "augment": augment,
+            "epochs": history,
+            "test_acc": history[-1]["test_acc"] if history else float("nan"),
+            "num_classes": num_classes,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "seconds": seconds,
+            "device": str(device),
+            "processes": world.size,
+            "threads": torch.get_num_threads(),
+        },
+    )
+    if resume_path is not None:
+        resume_path.unlink(missing_ok=True)  # the outputs are complete
+    print(f"{name}: test accuracy {100 * history[-1]['test_acc']:.2f} % in {seconds:.0f} s")
+    joblog.footer(start, [str(out_model), str(out_history)])

@@ -1,0 +1,304 @@
+"""The experiment configuration, parsed once into typed specs.
+
+The Snakefile validates ``config.yaml`` (merged with an experiment file, see
+:func:`apply_experiment`) against ``workflow/schemas/config.schema.yaml``; Snakemake's
+``validate()`` fills the schema's defaults, so every default lives in the schema and
+nowhere else. :func:`parse_config` then checks what the schema cannot express
+(method names and parameter types, CA-Stream bases, shard counts) and returns an
+:class:`Experiment` that the rules read. The jobs receive the parts they need as
+JSON (``ModelSpec.config``, ``MetricsSpec.to_dict()``, …) through the command line.
+
+This module imports no torch at import time (the Snakefile parses it on every run).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# Mappings an experiment file replaces instead of extending: a smaller experiment
+# must not silently inherit every model and method of the default config (nor the
+# default's list of methods for the sanity check, which names methods).
+REPLACED_KEYS = ("models", "methods", "sanity")
+
+KINDS = ("baseline", "castream", "gradalign")
+# Keys that only one kind reads, and keys a castream model takes from its base.
+ONLY_FOR = {
+    "base": "castream",
+    "blocks_at": "castream",
+    "lambda": "gradalign",
+    "distance": "gradalign",
+}
+FROM_BASE = ("arch", "width", "blocks", "weights")
+
+
+def apply_experiment(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merged ``config`` with :data:`REPLACED_KEYS` taken whole from ``overrides``.
+
+    Snakemake has already deep-merged ``--configfile``/``--config`` values over the
+    Snakefile's ``configfile:``; this undoes the merge for the replaced keys.
+    """
+    for key in REPLACED_KEYS:
+        if key in overrides:
+            config[key] = copy.deepcopy(overrides[key])
+    return config
+
+
+def as_json(value: Any) -> str:
+    """Canonical JSON: equal configs give equal strings, so params trigger reruns exactly."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of ``models``: ``config`` is the validated entry (schema defaults
+    filled), what the train job receives. A CA-Stream model's architecture is its
+    base's (``arch`` names it); ``base`` is the base model's name."""
+
+    name: str
+    kind: str
+    config: dict[str, Any]
+    arch: str
+    base: str | None
+    layer: str
+    gpus: int
+
+    @property
+    def is_castream(self) -> bool:
+        return self.kind == "castream"
+
+    def applies(self, method: str) -> bool:
+        """Whether ``method`` is defined for this model: ``cam`` needs a GAP → Linear
+        head (not CA-Stream), ``castream_attention`` a CA-Stream model. The workflow
+        skips the other pairs."""
+        from cambench.models import GAP_FC_ARCHS
+
+        if method == "castream_attention":
+            return self.is_castream
+        if method == "cam":
+            return not self.is_castream and self.arch in GAP_FC_ARCHS
+        return True
+
+
+def _model_spec(name: str, entry: dict[str, Any], models: dict[str, Any]) -> ModelSpec:
+    from cambench.models import CASTREAM_BASE_ARCHS
+
+    kind = entry["kind"]
+    key = f"config key 'models.{name}"
+    for option, owner in ONLY_FOR.items():
+        if option in entry and kind != owner:
+            raise ValueError(f"{key}.{option}': only {owner} models use it (this one is {kind})")
+    if kind != "castream":
+        return ModelSpec(
+            name, kind, entry, entry["arch"], None, entry.get("layer", ""), entry["gpus"]
+        )
+    for option in FROM_BASE:
+        if option in entry:
+            raise ValueError(
+                f"{key}.{option}': a castream model takes its architecture from its base "
+                f"model {entry['base']!r}"
+            )
+    base = entry["base"]
+    if base not in models:
+        raise ValueError(f"{key}.base': no model named {base!r}")
+    if base == name or models[base]["kind"] == "castream":
+        raise ValueError(
+            f"{key}.base': the base of a CA-Stream model must be a baseline or gradalign "
+            f"model, not {base!r}"
+        )
+    arch = models[base]["arch"]
+    if arch not in CASTREAM_BASE_ARCHS:
+        raise ValueError(
+            f"{key}.base': CA-Stream supports {', '.join(CASTREAM_BASE_ARCHS)}; base model "
+            f"{base!r} is {arch!r}"
+        )
+    return ModelSpec(name, kind, entry, arch, base, entry.get("layer", ""), entry["gpus"])
+
+
+def reference_pairs(models: dict[str, ModelSpec]) -> list[tuple[str, str, str]]:
+    """``(model, reference, relation)`` for every model that has a reference: a
+    ``castream`` model and its ``base``; a ``gradalign`` model and the first
+    ``baseline``-kind model (config order)."""
+    baselines = [n for n, m in models.items() if m.kind == "baseline"]
+    pairs = []
+    for name, model in models.items():
+        if model.is_castream and model.base in models:
+            pairs.append((name, model.base, "castream vs its base"))
+        elif model.kind == "gradalign" and baselines:
+            pairs.append((name, baselines[0], "gradalign vs the first baseline"))
+    return pairs
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """Which test images are explained, in how many shards, which class."""
+
+    n_images: int
+    shards: int
+    batch_size: int
+    target: str
+
+
+@dataclass(frozen=True)
+class StatisticsSpec:
+    resamples: int
+    confidence: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class MetricsSpec:
+    """The ``metrics`` mapping: the insertion/deletion protocol's keys (resolved for
+    the images' height by the metrics job), forward batch, pointing tolerance, and
+    the summary's statistics."""
+
+    protocol: dict[str, Any]
+    forward_batch_size: int
+    pointing_tolerance: float
+    statistics: StatisticsSpec
+
+    def job_settings(self) -> dict[str, Any]:
+        """What a metrics job reads (the statistics belong to the summary)."""
+        return {
+            **self.protocol,
+            "forward_batch_size": self.forward_batch_size,
+            "pointing_tolerance": self.pointing_tolerance,
+        }
+
+
+@dataclass(frozen=True)
+class SanitySpec:
+    randomization: bool
+    methods: tuple[str, ...]
+    n_images: int
+    seed: int
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The whole validated configuration."""
+
+    name: str
+    device: str
+    dataset: dict[str, Any]
+    models: dict[str, ModelSpec]
+    methods: dict[str, dict[str, Any]]
+    eval: EvalSpec
+    metrics: MetricsSpec
+    sanity: SanitySpec
+    grid_images: int
+
+    def methods_for(self, model: str) -> list[str]:
+        """The configured methods that apply to ``model``, in config order."""
+        return [m for m in self.methods if self.models[model].applies(m)]
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every applicable (model, method)."""
+        return [(model, method) for model in self.models for method in self.methods_for(model)]
+
+    def sanity_pairs(self) -> list[tuple[str, str]]:
+        return [pair for pair in self.pairs() if pair[1] in self.sanity.methods]
+
+
+def _method_params(methods: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every method's full parameters; unknown names, unknown parameters and values
+    of another type than the default's fail naming the key."""
+    from cambench.saliency import METHODS
+
+    out = {}
+    for name, params in methods.items():
+        if name not in METHODS:
+            raise ValueError(
+                f"config key 'methods.{name}': unknown saliency method; valid methods: "
+                f"{', '.join(sorted(METHODS))}"
+            )
+        try:
+            out[name] = METHODS[name].resolve_params(params or {})
+        except ValueError as err:
+            raise ValueError(f"config key 'methods.{name}': {err}") from None
+        for param, value in (params or {}).items():
+            default = METHODS[name].defaults[param]
+            if not _same_type(value, default):
+                raise ValueError(
+                    f"config key 'methods.{name}.{param}': expected "
+                    f"{type(default).__name__} like the default {default!r}, got {value!r}"
+                )
+    return out
+
+
+def _same_type(value: Any, default: Any) -> bool:
+    """A parameter value fits its default's type (an int where a float is expected
+    does; a bool is not a number; a None default takes anything)."""
+    if default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def parse_config(config: dict[str, Any]) -> Experiment:
+    """The :class:`Experiment` of a validated ``config`` (schema defaults filled).
+
+    ValueError naming the key on what the schema cannot check.
+    """
+    from cambench.models import check_model_config
+
+    models_config = config["models"]
+    models = {}
+    for name, entry in models_config.items():
+        models[name] = _model_spec(name, entry, models_config)
+        check_model_config(name, entry)
+    methods = _method_params(config["methods"])
+    ev = config["eval"]
+    evaluation = EvalSpec(
+        int(ev["n_images"]), int(ev["shards"]), int(ev["batch_size"]), ev["target"]
+    )
+    if evaluation.shards > evaluation.n_images:
+        raise ValueError(
+            f"config key 'eval.shards': {evaluation.shards} shards of {evaluation.n_images} "
+            "images (eval.n_images) would leave shards empty"
+        )
+    m = config["metrics"]
+    from cambench.metrics.protocols import PROTOCOL_KEYS
+
+    metrics = MetricsSpec(
+        protocol={k: v for k, v in m.items() if k in PROTOCOL_KEYS},
+        forward_batch_size=int(m["forward_batch_size"]),
+        pointing_tolerance=float(m["pointing_tolerance"]),
+        statistics=StatisticsSpec(**m["statistics"]),
+    )
+    s = config["sanity"]
+    sanity_methods = tuple(s.get("methods") or methods) if s["randomization"] else ()
+    for method in sanity_methods:
+        if method not in methods:
+            raise ValueError(
+                f"config key 'sanity.methods': {method!r} is not a configured method "
+                f"({', '.join(methods)})"
+            )
+    sanity = SanitySpec(
+        bool(s["randomization"]),
+        sanity_methods,
+        int(s["n_images"]),
+        int(s["seed"]),
+        float(s["threshold"]),
+    )
+    return Experiment(
+        name=config["experiment"],
+        device=config["device"],
+        dataset=dict(config["dataset"]),
+        models=models,
+        methods=methods,
+        eval=evaluation,
+        metrics=metrics,
+        sanity=sanity,
+        grid_images=int(config["plots"]["grid_images"]),
+    )
+
+
+def statistics_dict(spec: StatisticsSpec) -> dict[str, Any]:
+    return asdict(spec)
