@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from cambench.cache import CacheError, SaliencyWriter, read_saliency
+from cambench.cache import CacheError, SaliencyWriter, describe, read_saliency
 
 ATTRS = {
     "method": "gradcam",
@@ -111,6 +111,46 @@ def test_cache_inspect_cli(tmp_path):
         check=True,
     ).stdout
     assert "saliency" in out and "(4, 3, 3)" in out and "@method" in out and "gradcam" in out
+
+
+def test_describe_names_a_file_that_is_not_a_saliency_file(tmp_path):
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(b"\x89HDF but not really" * 50)
+    with pytest.raises(ValueError, match=r"garbage\.h5: corrupt or not an HDF5 file"):
+        describe(garbage)
+    with pytest.raises(ValueError, match=rf"{tmp_path.name}: is a directory"):
+        describe(tmp_path)
+    with pytest.raises(ValueError, match=r"nothing\.h5: saliency file does not exist"):
+        describe(tmp_path / "nothing.h5")
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["images"] = np.zeros((2, 3))
+        f["index"] = np.arange(2)
+        f.attrs["method"] = "gradcam"
+    expected = (
+        r"other\.h5: not a cambench saliency file, missing datasets "
+        r"\['saliency', 'target', 'label'\] and attributes \['params', 'layer', "
+    )
+    with pytest.raises(ValueError, match=expected):
+        describe(other)
+    with pytest.raises(CacheError, match=expected):
+        read_saliency(other)
+    # an interrupted job's temporary file is described (it is a saliency file)
+    with pytest.raises(KeyboardInterrupt):
+        _write(tmp_path / "s.h5", torch.rand(9, 3, 3), torch.arange(9), fail_after=3)
+    assert "@n_done           3" in describe(tmp_path / ".s.h5.tmp")
+
+
+def test_cache_inspect_cli_prints_one_line_for_a_bad_file(tmp_path):
+    (tmp_path / "garbage.h5").write_bytes(b"garbage")
+    run = subprocess.run(
+        [sys.executable, "-m", "cambench", "cache", "inspect", str(tmp_path / "garbage.h5")],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode != 0 and run.stdout == ""
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "garbage.h5: corrupt or not an HDF5 file" in lines[0]
 
 
 def _saliency_command(tmp_path, out, method="opticam", params='{"iterations": 80}'):

@@ -387,6 +387,78 @@ def test_imagefolder_box_size_mismatch(tmp_path, folder):
         _prepare_folder(tmp_path, folder)
 
 
+def _truncated_jpeg(path: Path) -> None:
+    """A real JPEG cut in the middle of its entropy-coded data."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    noise = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path, format="JPEG", quality=90)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_truncated_jpeg, "truncated"),
+        (lambda path: path.write_bytes(b"\x00garbage, not an image" * 10), "cannot identify"),
+    ],
+)
+def test_damaged_image_is_named_with_its_reason(tmp_path, folder, damage, reason):
+    from cambench.data.imagefolder import DamagedImageError, load_image
+
+    bad = folder / "val" / "dog" / "sub" / "dog_val_1.JPEG"
+    damage(bad)
+    with pytest.raises(DamagedImageError) as info:
+        load_image(bad)
+    message = str(info.value)
+    assert message.startswith(f"{bad}: damaged image file (") and reason in message
+    assert "\n" not in message and message.count(str(bad)) == 1
+    with pytest.raises(ValueError, match=rf"dog_val_1\.JPEG: damaged image file \(.*{reason}"):
+        _prepare_folder(tmp_path, folder)
+
+
+def test_skip_damaged_leaves_the_image_out_with_a_warning(tmp_path, folder, capsys):
+    bad = folder / "val" / "dog" / "sub" / "dog_val_1.JPEG"
+    _truncated_jpeg(bad)
+    (folder / "val" / "cat" / "cat_val_2.png").write_bytes(b"garbage")  # a seventh image
+    train, test = _prepare_folder(tmp_path, folder, skip_damaged=True)
+    assert len(test) == 5 and int(test.attrs["n_damaged"]) == 2
+    assert len(train) == 12 and int(train.attrs["n_damaged"]) == 0
+    assert torch.bincount(test.labels).tolist() == [2, 2, 1]  # bird, cat, dog
+    err = capsys.readouterr().err
+    assert "skipped 2 damaged image(s)" in err and "dog_val_1.JPEG" in err
+    assert "cat_val_2.png" in err
+
+
+@pytest.mark.parametrize(
+    ("box", "problem"),
+    [
+        ((30, 5, 10, 24), "xmin > xmax"),  # xmin > xmax
+        ((13, 24, 36, 5), "xmin > xmax or ymin > ymax"),  # ymin > ymax
+        ((13, 5, 61, 24), "outside the 60x40"),  # xmax beyond the width (60)
+        ((13, -3, 36, 24), "outside the 60x40"),  # negative ymin
+    ],
+)
+def test_bad_voc_box_names_the_file_and_the_box(tmp_path, folder, box, problem):
+    xml = tmp_path / "boxes" / "val" / "bird_val_0.xml"
+    _voc(xml, 40, 60, [("bird", box)])
+    xmin, ymin, xmax, ymax = box
+    shown = f"box 'bird' (xmin {xmin}, ymin {ymin}, xmax {xmax}, ymax {ymax})"
+    with pytest.raises(ValueError) as info:
+        _prepare_folder(tmp_path, folder)
+    assert str(info.value).startswith(f"{xml}: {shown}") and problem in str(info.value)
+    # the check does not depend on the recorded size alone: the image's size is used
+    with pytest.raises(ValueError, match="bird_val_0.xml"):
+        read_voc_boxes(xml, "bird", image_size=(40, 60))
+
+
+def test_voc_box_at_the_image_border_and_zero_based_is_accepted(tmp_path):
+    xml = tmp_path / "a.xml"
+    _voc(xml, 40, 60, [("cat", (0, 0, 60, 40)), ("cat", (1, 1, 1, 1))])
+    boxes, _ = read_voc_boxes(xml, "cat", image_size=(40, 60))
+    assert boxes == [(-1, -1, 60, 40), (0, 0, 1, 1)]
+
+
 def test_box_file_lookup_order(tmp_path):
     boxes = tmp_path / "b"
     candidates = [

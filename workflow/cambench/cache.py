@@ -1,4 +1,4 @@
-"""The HDF5 saliency cache: one file per model × method × shard (DESIGN.md).
+"""The HDF5 saliency cache: one file per model × method × shard.
 
 A job writes into a sibling temporary file, batch by batch, and renames it when
 complete. ``n_done`` records how many maps are safely on disk, so a killed job that
@@ -152,24 +152,36 @@ class SaliencyCache:
         return json.loads(self.attrs["params"])
 
 
-def read_saliency(
-    path: str | os.PathLike, model_sha256: str | None = None, load_maps: bool = True
-) -> SaliencyCache:
-    """Load a saliency file; fail naming the file if it is incomplete, corrupt, or
-    was made from a different checkpoint than ``model_sha256``."""
-    path = Path(path)
+def _open_saliency(path: Path) -> h5py.File:
+    """Open ``path`` for reading as a cambench saliency file (complete or not); fail
+    with one line naming the file when it is missing, a directory, not HDF5, or an
+    HDF5 file without the saliency datasets and attributes."""
+    if path.is_dir():
+        raise CacheError(f"{path}: is a directory, not a saliency file")
     try:
         f = h5py.File(path, "r")
     except FileNotFoundError:
         raise CacheError(f"{path}: saliency file does not exist") from None
     except OSError as err:
         raise CacheError(f"{path}: corrupt or not an HDF5 file ({err})") from err
-    with f:
-        missing = [k for k in REQUIRED_DATASETS if k not in f] + [
-            k for k in REQUIRED_ATTRS if k not in f.attrs
-        ]
-        if missing:
-            raise CacheError(f"{path}: not a cambench saliency file, missing {missing}")
+    missing_data = [k for k in REQUIRED_DATASETS if k not in f]
+    missing_attrs = [k for k in REQUIRED_ATTRS if k not in f.attrs]
+    if missing_data or missing_attrs:
+        f.close()
+        raise CacheError(
+            f"{path}: not a cambench saliency file, missing datasets {missing_data} "
+            f"and attributes {missing_attrs}"
+        )
+    return f
+
+
+def read_saliency(
+    path: str | os.PathLike, model_sha256: str | None = None, load_maps: bool = True
+) -> SaliencyCache:
+    """Load a saliency file; fail naming the file if it is incomplete, corrupt, or
+    was made from a different checkpoint than ``model_sha256``."""
+    path = Path(path)
+    with _open_saliency(path) as f:
         if not bool(f.attrs["complete"]):
             raise CacheError(
                 f"{path}: incomplete saliency file (the job that wrote it did not finish)"
@@ -199,13 +211,15 @@ def read_saliency(
 
 
 def describe(path: str | os.PathLike) -> str:
-    """A human-readable provenance summary (``cambench cache inspect``)."""
+    """A human-readable provenance summary (``cambench cache inspect``), also of an
+    incomplete (temporary) file. Raises :class:`CacheError` (a ``ValueError``) naming
+    the file when it is missing, a directory, not HDF5, or not a saliency file (the
+    message lists the missing datasets and attributes)."""
     path = Path(path)
-    with h5py.File(path, "r") as f:
+    with _open_saliency(path) as f:
         lines = [f"{path}"]
         for key in REQUIRED_DATASETS:
-            if key in f:
-                lines.append(f"  {key:<10} {f[key].dtype} {f[key].shape}")
+            lines.append(f"  {key:<10} {f[key].dtype} {f[key].shape}")
         for key, value in sorted(f.attrs.items()):
             lines.append(f"  @{key:<16} {value}")
     return "\n".join(lines)

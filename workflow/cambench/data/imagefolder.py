@@ -32,7 +32,15 @@ coordinates of the original image (clipped to it). A mask pixel of the stored im
 True when its centre, mapped back through the resize and crop, lies inside a box
 (:func:`box_mask`): the mask is transformed exactly like the image. An image without a
 box file gets an all-False mask; the split's attributes count the images with one
-(``n_with_mask``), and ``has_masks`` is true when ``boxes`` is configured.
+(``n_with_mask``), and ``has_masks`` is true when ``boxes`` is configured. A box with
+``xmin > xmax`` or ``ymin > ymax``, or outside the image (``0 <= xmin``,
+``xmax <= width`` and the same for y, with 0 tolerated for 0-based annotations), is an
+error naming the XML file and the box.
+
+Damaged files: an image that cannot be decoded (truncated, garbled, not an image) is
+an error naming the file and the reason, unless the dataset config sets
+``skip_damaged: true``; then it is left out with a warning, and the split records the
+count (``n_damaged``).
 
 Subsampling: ``max_train``/``max_test`` keep a seeded class-balanced subset, chosen
 before any image is decoded; the stored order is round-robin over classes (see
@@ -132,14 +140,24 @@ def find_box_file(boxes: Path, split_dir: str, class_name: str, stem: str) -> Pa
     return None
 
 
+class DamagedImageError(ValueError):
+    """An image file that cannot be decoded; the message names the file and the reason."""
+
+
 def read_voc_boxes(
-    path: str | os.PathLike, class_name: str | None = None
+    path: str | os.PathLike,
+    class_name: str | None = None,
+    image_size: tuple[int, int] | None = None,
 ) -> tuple[list[tuple[float, float, float, float]], tuple[int, int] | None]:
     """Boxes of a Pascal-VOC XML file as continuous ``(x0, y0, x1, y1)``, and the
     ``(height, width)`` it records (``None`` when absent).
 
     The boxes named ``class_name`` when there are any (or ``class_name`` is ``None``:
-    all), otherwise all boxes.
+    all), otherwise all boxes. Every box of the file is checked, so that a broken
+    annotation is found rather than turned into a wrong mask: ``xmin <= xmax``,
+    ``ymin <= ymax``, and inside the ``(height, width)`` ``image_size`` (default: the
+    recorded size, when there is one); a violation is a ``ValueError`` naming the file
+    and the box.
     """
     try:
         root = ET.parse(path).getroot()
@@ -160,9 +178,29 @@ def read_voc_boxes(
             )
         except (TypeError, ValueError) as err:
             raise ValueError(f"{path}: a bndbox lacks a numeric xmin/ymin/xmax/ymax") from err
-        boxes.append(((obj.findtext("name") or "").strip(), (xmin - 1, ymin - 1, xmax, ymax)))
+        name = (obj.findtext("name") or "").strip()
+        _check_box(path, name, (xmin, ymin, xmax, ymax), image_size or size)
+        boxes.append((name, (xmin - 1, ymin - 1, xmax, ymax)))
     named = [b for n, b in boxes if n == class_name]
     return (named if named else [b for _, b in boxes]), size
+
+
+def _check_box(
+    path: str | os.PathLike,
+    name: str,
+    box: tuple[float, float, float, float],
+    image_size: tuple[int, int] | None,
+) -> None:
+    """Raise naming ``path`` and the box when the VOC ``box`` is inverted or outside
+    the ``(height, width)`` image (0 is allowed as a minimum: 0-based annotations)."""
+    xmin, ymin, xmax, ymax = box
+    shown = f"box {name!r} (xmin {xmin:g}, ymin {ymin:g}, xmax {xmax:g}, ymax {ymax:g})"
+    if xmin > xmax or ymin > ymax:
+        raise ValueError(f"{path}: {shown} has xmin > xmax or ymin > ymax")
+    if image_size is not None:
+        h, w = image_size
+        if xmin < 0 or ymin < 0 or xmax > w or ymax > h:
+            raise ValueError(f"{path}: {shown} lies outside the {w}x{h} (width x height) image")
 
 
 def box_mask(
@@ -187,11 +225,22 @@ def box_mask(
 
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """uint8 (3, H, W) RGB (greyscale, palette and alpha images converted)."""
+    """uint8 (3, H, W) RGB (greyscale, palette and alpha images converted).
+
+    Raises :class:`DamagedImageError` (one line naming the file and the reason) for a
+    truncated, garbled or non-image file, instead of PIL's error without the path.
+    """
     from PIL import Image
 
-    with Image.open(path) as im:
-        array = np.asarray(im.convert("RGB"))
+    try:
+        with Image.open(path) as im:
+            array = np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        message = str(err).replace(f"'{path}'", "").replace(str(path), "")
+        reason = " ".join(message.split()) or type(err).__name__
+        raise DamagedImageError(f"{path}: damaged image file ({reason})") from err
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -214,7 +263,7 @@ def _load_one(
         xml = find_box_file(boxes, split_dir, class_name, path.stem)
         if xml is not None:
             found = True
-            box_list, recorded = read_voc_boxes(xml, class_name)
+            box_list, recorded = read_voc_boxes(xml, class_name, image_size=(h, w))
             if recorded is not None and recorded != (h, w):
                 raise ValueError(
                     f"{xml}: records image size {recorded[1]}x{recorded[0]} (width x height) "
@@ -242,8 +291,13 @@ def load_imagefolder_split(
     limit: int | None = None,
     seed: int = 0,
     require_all: bool = False,
+    skip_damaged: bool = False,
 ) -> tuple[Split, int]:
-    """One split, decoded into memory, in balanced order; and the split's full size."""
+    """One split, decoded into memory, in balanced order; and the split's full size.
+
+    A damaged image fails the split (:func:`load_image`), or with ``skip_damaged`` is
+    left out, with a warning naming the files and ``n_damaged`` in the attributes.
+    """
     paths, labels = list_images(Path(root) / split_dir, classes, require_all)
     order = balanced_order(labels, seed, limit)
     chosen = [paths[i] for i in order.tolist()]
@@ -255,19 +309,40 @@ def load_imagefolder_split(
     images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8)
     masks = torch.zeros(n, image_size, image_size, dtype=torch.bool)
     with_mask = 0
+
+    def load(k: int) -> tuple[torch.Tensor, torch.Tensor, bool] | DamagedImageError:
+        try:
+            return _load_one(
+                chosen[k], classes[int(labels[k])], split_dir, box_dir, resize, image_size
+            )
+        except DamagedImageError as err:
+            if not skip_damaged:
+                raise
+            return err
+
+    damaged: list[str] = []
+    kept = torch.ones(n, dtype=torch.bool)
     # decoding and resizing release the GIL; map() keeps the order, so results are
     # deterministic whatever the number of threads
     with ThreadPoolExecutor(_workers()) as pool:
-        results = pool.map(
-            lambda k: _load_one(
-                chosen[k], classes[int(labels[k])], split_dir, box_dir, resize, image_size
-            ),
-            range(n),
-        )
-        for k, (image, mask, found) in enumerate(results):
+        for k, result in enumerate(pool.map(load, range(n))):
+            if isinstance(result, DamagedImageError):
+                damaged.append(str(result))
+                kept[k] = False
+                continue
+            image, mask, found = result
             images[k], masks[k] = image, mask
             with_mask += found
-    attrs = {"has_masks": box_dir is not None, "n_with_mask": with_mask}
+    attrs: dict[str, Any] = {"has_masks": box_dir is not None, "n_with_mask": with_mask}
+    if skip_damaged:
+        attrs["n_damaged"] = len(damaged)
+    if damaged:
+        print(
+            f"warning: imagefolder {split_dir}: skipped {len(damaged)} damaged image(s) "
+            f"(skip_damaged: true):\n  " + "\n  ".join(damaged),
+            file=sys.stderr,
+        )
+        images, labels, masks = images[kept], labels[kept], masks[kept]
     return Split(images, labels, masks, list(classes), attrs), len(paths)
 
 
@@ -311,6 +386,7 @@ def prepare_imagefolder(
             limit=limit,
             seed=split_seed,
             require_all=split_name == "train",
+            skip_damaged=bool(dataset_config.get("skip_damaged", False)),
         )
         split.attrs.update(
             dataset="imagefolder",
