@@ -1,15 +1,51 @@
-"""Opti-CAM (Zhang et al., CVIU 2024): channel weights optimized for the masked logit.
+"""Opti-CAM: channel weights optimized so that the masked image keeps the class score.
 
-``S(u) = Σ_k softmax(u)_k A^k`` with ``A`` computed once and held fixed; ``u``
-(one vector per image) maximizes ``y_c(f(x ⊙ n(up(S(u)))))`` with Adam from ``u = 0``
-for a fixed number of iterations (REFERENCES.md). The whole batch is optimized at
-once: the loss is the sum over images and Adam's update is elementwise, so each
-image's ``u`` follows the trajectory it would follow alone (exactly in exact
-arithmetic; in floating point up to the model's own batch-size-dependent rounding,
-which Adam would amplify on zero gradients: see :func:`opticam`).
+Zhang, Torres, Sicre, Avrithis, Ayache, "Opti-CAM: Optimizing saliency maps for
+interpretability", Computer Vision and Image Understanding, 2024
+(https://arxiv.org/abs/2301.07002). With ``A^k`` the ``K`` feature maps of the target
+layer for the clean image ``x`` (computed once and held fixed), ``f`` the model, ``y_c``
+its logit (or probability) of class ``c``, ``up`` bilinear upsampling to the image
+size and ``n`` a normalization to [0, 1] (min-max)::
+
+    S(u) = Σ_k softmax(u)_k A^k              u ∈ R^K, one vector per image
+    u*   = argmax_u  y_c( f( x ⊙ n(up(S(u))) ) )
+
+optimized with Adam from ``u = 0`` (uniform weights). The map is ``S(u*)`` at the
+target layer's resolution. The released code (hanwei0912/OptiCAM, ``Basic_OptCAM``)
+combines ``ReLU(A)``; so does cambench by default (``activation_relu: true``; on the
+usual post-ReLU target layers ``ReLU(A) = A`` and the option changes nothing).
+
+Settings: cambench's default is ``lr 0.1``, ``100`` iterations, the logit objective
+and the min-max mask, no early stopping. The released demo (``demo.sh`` running
+``generate_opticam.py``) uses ``lr 0.1``, ``50`` iterations, the logit of the
+predicted class, min-max, and early stopping: ``{iterations: 50, early_stop: true}``
+with ``eval.target: predicted``. The released class ``Basic_OptCAM`` defaults to
+``lr 0.01``, ``100`` iterations: ``{lr: 0.01, early_stop: true}``. The released
+losses, ``Σ_images (y_c(x) − y_c(x ⊙ mask))`` (demo) and ``Σ_images |y_c(x) −
+y_c(x ⊙ mask)|`` (class default), have the gradient of cambench's
+``−Σ_images y_c(x ⊙ mask)`` (the second while every masked logit stays below the
+clean one), and early stopping compares their values, which differ from cambench's
+by the constant ``Σ_images y_c(x)``: the same decisions.
+
+The whole batch is optimized at once: the loss is the sum over images and Adam's
+update is elementwise, so each image's ``u`` follows the trajectory it would follow
+alone (exactly in exact arithmetic; in floating point up to the model's own
+batch-size-dependent rounding, which Adam would amplify on zero gradients: see
+:func:`opticam`). Early stopping is the exception: it decides for the whole batch.
+
+>>> import torch
+>>> from cambench.models import build_model
+>>> from cambench.saliency import explain
+>>> _ = torch.manual_seed(0)
+>>> model = build_model({"width": 4, "blocks": [1, 1, 1, 1]}, num_classes=3).eval()
+>>> maps = explain("opticam", model, torch.rand(2, 3, 32, 32), torch.tensor([0, 2]), iterations=5)
+>>> tuple(maps.shape), float(maps.min()), float(maps.max())
+((2, 32, 32), 0.0, 1.0)
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +106,14 @@ def masked_objective(
 
 @register(
     "opticam",
-    defaults={"iterations": 100, "lr": 0.1, "objective": "logit", "normalization": "minmax"},
+    defaults={
+        "iterations": 100,
+        "lr": 0.1,
+        "objective": "logit",
+        "normalization": "minmax",
+        "activation_relu": True,
+        "early_stop": False,
+    },
 )
 def opticam(
     model: nn.Module,
@@ -81,17 +124,29 @@ def opticam(
     lr: float,
     objective: str,
     normalization: str,
+    activation_relu: bool,
+    early_stop: bool,
 ) -> torch.Tensor:
     """Opti-CAM (Zhang et al. 2024): ``α = softmax(u*)``, ``u*`` maximizing the masked logit.
 
-    Adam (learning rate ``lr``) from ``u = 0`` for exactly ``iterations`` steps, no
-    early stopping; the returned map is ``S(u)`` after the last step, at the target
-    layer's resolution. ``objective``: ``logit`` (the paper's choice) or
-    ``probability`` (the softmax probability of the class); ``normalization`` of the
-    mask: ``minmax`` (the paper's choice) or ``max`` (``S / max S``). Whatever the
-    normalization used for the mask, the saved map is min-max normalized like every
-    map (the output contract). Each iteration costs one forward and one backward
-    through the whole model (to the input mask; no parameter gradients).
+    Adam (learning rate ``lr``) from ``u = 0`` for ``iterations`` steps; the returned
+    map is ``S(u)`` after the last step, at the target layer's resolution.
+    ``objective``: ``logit`` (the paper's choice) or ``probability`` (the softmax
+    probability of the class); ``normalization`` of the mask: ``minmax`` (the paper's
+    choice) or ``max`` (``S / max S``). Whatever the normalization used for the mask,
+    the saved map is min-max normalized like every map (the output contract).
+    ``activation_relu``: combine ``ReLU(A)`` (default, as the released code) or the raw
+    ``A`` (cambench before; differs only on layers with negative activations).
+
+    ``early_stop`` (default off), the released rule: at every step ``s`` with
+    ``s mod max(iterations // 10, 1) = 0`` the batch loss (``−Σ_images objective``,
+    computed before that step's update) is compared with the one of the previous
+    check; if it rose, the map of that step (``S(u)`` before the update) is returned
+    for the whole batch. The decision is the batch's, as in the released code, so
+    with early stopping an image's map can depend on the other images of its batch.
+
+    Each iteration costs one forward and one backward through the whole model (to the
+    input mask; no parameter gradients).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
@@ -103,7 +158,12 @@ def opticam(
         raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
+    for name, flag in (("activation_relu", activation_relu), ("early_stop", early_stop)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{name} must be true or false, got {flag!r}")
     acts, _ = activations(model, images, layer)
+    if activation_relu:
+        acts = torch.relu(acts)
     size = tuple(images.shape[-2:])
     u = torch.zeros(acts.shape[:2], device=acts.device, dtype=acts.dtype, requires_grad=True)
     # A channel that is zero everywhere only rescales S, and n is scale-invariant: its
@@ -112,11 +172,17 @@ def opticam(
     # it is zeroed (this keeps every image's result independent of its batch).
     live = acts.flatten(2).ne(0).any(2).to(acts.dtype)
     optimizer = torch.optim.Adam([u], lr=float(lr))
+    check_every = max(int(iterations) // 10, 1)
+    previous = math.inf
     with torch.enable_grad():
-        for _ in range(int(iterations)):
+        for step in range(int(iterations)):
             mask = normalized_mask(combine(u, acts), size, normalization)
             loss = -masked_objective(model, images, targets, mask, objective).sum()
             (grad,) = torch.autograd.grad(loss, u)
+            if early_stop and step % check_every == 0:
+                if loss.item() > previous:
+                    return combine(u.detach(), acts)  # this step's map, before its update
+                previous = loss.item()
             u.grad = grad * live
             optimizer.step()
     return combine(u.detach(), acts)
