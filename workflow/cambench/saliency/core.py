@@ -38,11 +38,20 @@ def target_scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class LayerCapture:
-    """Forward hook on ``layer`` that keeps its output ``A``.
+    """Forward hook on ``layer`` that keeps its output ``A`` as a tensor of its own.
 
-    With ``grad=True`` the output is replaced by a clone of a leaf that requires
-    grad, so ``torch.autograd.grad(score, capture.activation)`` gives ``∂y_c/∂A``
-    and later in-place operations cannot touch the stored activation.
+    The stored activation never shares memory with a tensor the model can still
+    modify: torchvision's ResNet blocks, for instance, add the shortcut to ``bn2``'s
+    output in place and apply an in-place ReLU, so a plain ``output.detach()`` of
+    ``bn2`` would end up holding the block's output instead.
+
+    - ``grad=False``: a copy of the output is kept (the model may modify the output
+      itself later; one copy of the layer's output costs well under 1 % of a forward).
+    - ``grad=True``: the kept activation is a leaf that requires grad, and the model
+      continues with a clone of it, so ``torch.autograd.grad(score, capture.activation)``
+      gives ``∂y_c/∂A`` and the model's later in-place operations touch only the clone.
+      The leaf is a copy only where the output shares memory with one of the layer's
+      inputs (an in-place module, a view), which the model may still hold.
     """
 
     def __init__(self, layer: nn.Module, grad: bool) -> None:
@@ -57,9 +66,12 @@ class LayerCapture:
                 f"target layer {type(module).__name__} must output a (B, C, h, w) tensor, got {shape}"
             )
         if not self.grad:
-            self.activation = output.detach()
+            self.activation = output.detach().clone()
             return None
-        self.activation = output.detach().requires_grad_(True)
+        leaf = output.detach()
+        if _shares_memory(output, inputs):
+            leaf = leaf.clone()
+        self.activation = leaf.requires_grad_(True)
         return self.activation.clone()
 
     def remove(self) -> None:
@@ -70,6 +82,14 @@ class LayerCapture:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+def _shares_memory(output: torch.Tensor, inputs: tuple) -> bool:
+    """Whether ``output`` is stored in the memory of one of ``inputs`` (in-place, view)."""
+    storage = output.untyped_storage().data_ptr()
+    return any(
+        isinstance(x, torch.Tensor) and x.untyped_storage().data_ptr() == storage for x in inputs
+    )
 
 
 def activations_and_gradients(
