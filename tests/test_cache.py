@@ -161,6 +161,8 @@ def _saliency_command(tmp_path, out, method="opticam", params='{"iterations": 80
         "saliency",
         "--model",
         str(tmp_path / "model.pt"),
+        "--model-name",
+        "baseline",
         "--data",
         str(tmp_path / "test.h5"),
         "--method",
@@ -169,6 +171,12 @@ def _saliency_command(tmp_path, out, method="opticam", params='{"iterations": 80
         params,
         "--n-images",
         "24",
+        "--shards",
+        "1",
+        "--shard",
+        "0",
+        "--target",
+        "label",
         "--batch-size",
         "4",
         "--device",
@@ -225,7 +233,7 @@ def test_killed_saliency_job_resumes_to_the_uninterrupted_maps(tmp_path):
         _saliency_command(tmp_path, out), capture_output=True, text=True, check=True
     )
     remaining = (24 - done) // 4
-    assert f"{remaining}/{remaining}" in rerun.stderr  # only the missing batches ran
+    assert f": {remaining}/{remaining} batches" in rerun.stdout  # only the missing batches ran
     subprocess.run(_saliency_command(tmp_path, tmp_path / "whole.h5"), check=True)
     resumed, whole = read_saliency(out), read_saliency(tmp_path / "whole.h5")
     assert torch.equal(resumed.maps, whole.maps)

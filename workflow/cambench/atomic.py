@@ -1,9 +1,20 @@
-"""Atomic file writes: a reader never sees a half-written output."""
+"""Atomic file writes: a reader never sees a half-written output, and two writers of
+one output never run at once.
+
+An output is written to a sibling temporary file (:func:`temporary_path`) and renamed
+onto its path when complete. A writer holds an exclusive ``flock`` on a lock file
+beside it (:func:`lock_path`), which records the holder's PID and host; a second writer
+of the same output fails at once, naming the holder, instead of deleting or
+interleaving with the first one's temporary file. The kernel releases the lock when the
+holder exits or dies, so a killed writer's temporary file can be resumed.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,16 +25,79 @@ def temporary_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
+def lock_path(path: str | os.PathLike) -> Path:
+    """The sibling lock file its writer holds while writing ``path``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
+class OutputLock:
+    """Exclusive, non-blocking lock of one output's writer; ``ValueError`` naming the
+    output and the live holder when another process (or file descriptor) holds it.
+
+    The lock file is removed on release while still locked; an acquirer that locked a
+    file removed meanwhile (its inode no longer at the path) retries on the new file, so
+    two writers can never both hold the lock.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.lock = lock_path(self.path)
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.lock.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                os.close(fd)
+                raise ValueError(
+                    f"{self.path}: another writer is writing it ({holder or 'a live process'} "
+                    f"holds {self.lock.name}); wait for it to finish or stop it"
+                ) from None
+            try:
+                same = os.stat(self.lock).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # locked a file its holder removed on release: retry
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        self.lock.unlink(missing_ok=True)
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> OutputLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path; rename it onto ``path`` only if the block succeeds.
+
+    The writer holds the output's :class:`OutputLock` throughout, so a second writer of
+    ``path`` fails at once and never deletes this one's temporary file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
-    tmp.unlink(missing_ok=True)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
+    with OutputLock(path):
+        tmp = temporary_path(path)
         tmp.unlink(missing_ok=True)
-        raise
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise

@@ -2,7 +2,10 @@
 
 A job writes into a sibling temporary file, batch by batch, and renames it when
 complete. ``n_done`` records how many maps are safely on disk, so a killed job that
-is rerun with the same provenance resumes after the last written batch.
+is rerun with the same provenance resumes after the last written batch. The writer
+holds the output's lock (:class:`cambench.atomic.OutputLock`) from start to end: a
+second writer of the same shard fails at once naming the first, and never deletes or
+resumes a temporary file that a live writer is filling.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 
 from cambench import __version__
-from cambench.atomic import temporary_path
+from cambench.atomic import OutputLock, temporary_path
 
 REQUIRED_DATASETS = ("saliency", "index", "target", "label")
 REQUIRED_ATTRS = ("method", "params", "layer", "model_sha256", "dataset", "split", "complete")
@@ -43,7 +46,8 @@ class SaliencyWriter:
 
     Use as a context manager; call :meth:`write` per batch, in order, for the
     images from :attr:`n_done` on. On success the file is complete and renamed;
-    on failure the temporary file stays for the next run to resume.
+    on failure the temporary file stays for the next run to resume. Entering raises
+    ``ValueError`` naming the file and the holder when another writer is live.
     """
 
     def __init__(
@@ -62,11 +66,21 @@ class SaliencyWriter:
         self.labels = np.asarray(labels, dtype=np.int64)
         self.size = size
         self.file: h5py.File | None = None
+        self.lock = OutputLock(self.path)
         self.n_done = 0
         self.seconds_before = 0.0
 
     def __enter__(self) -> SaliencyWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
+        try:
+            return self._open()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open(self) -> SaliencyWriter:
+        """Resume the temporary file (ours to take: the lock is held) or start it."""
         if self.tmp.exists() and self._resumable():
             self.file = h5py.File(self.tmp, "a")
             self.n_done = int(self.file.attrs["n_done"])
@@ -123,17 +137,20 @@ class SaliencyWriter:
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
         assert self.file is not None
-        if exc_type is None:
-            if self.n_done != len(self.index):
+        try:
+            if exc_type is None:
+                if self.n_done != len(self.index):
+                    self.file.close()
+                    raise ValueError(
+                        f"{self.path}: only {self.n_done} of {len(self.index)} maps were written"
+                    )
+                self.file.attrs["complete"] = True
                 self.file.close()
-                raise ValueError(
-                    f"{self.path}: only {self.n_done} of {len(self.index)} maps were written"
-                )
-            self.file.attrs["complete"] = True
-            self.file.close()
-            os.replace(self.tmp, self.path)
-        else:
-            self.file.close()
+                os.replace(self.tmp, self.path)
+            else:
+                self.file.close()
+        finally:
+            self.lock.release()
 
 
 @dataclass
