@@ -13,7 +13,7 @@ from torchvision.models import convnext_tiny, mobilenet_v2, resnet18, vgg11
 
 from cambench.cli import main
 from cambench.data.store import Split, write_split
-from cambench.models import build_model, check_model_config, load_checkpoint, save_checkpoint
+from cambench.models import build_model, load_checkpoint, save_checkpoint
 from cambench.models.castream import (
     POSITIONS,
     CAStream,
@@ -248,24 +248,39 @@ def test_castream_attention_contract():
         assert explain(method, model, images, targets).shape == (6, 32, 32)
 
 
+def _parse_models(models: dict) -> None:
+    """Validate (schema defaults filled) and parse the default config with ``models``."""
+    from pathlib import Path
+
+    import yaml
+    from snakemake.utils import validate
+
+    from cambench.specs import parse_config
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    config.update(models=models, methods={"gradcam": {}}, sanity={"randomization": False})
+    validate(config, str(root / "workflow" / "schemas" / "config.schema.yaml"))
+    parse_config(config)
+
+
 def test_model_config_checks():
-    check_model_config("ca", {"kind": "castream", "base": "b", "blocks_at": ["layer4"]})
-    check_model_config("ga", {"kind": "gradalign", "lambda": 0.1, "distance": "l1", "width": 8})
+    b = {"kind": "baseline", "width": 8}
+    _parse_models({"b": b, "ca": {"kind": "castream", "base": "b", "blocks_at": ["layer4"]}})
+    _parse_models({"ga": {"kind": "gradalign", "lambda": 0.1, "distance": "l1", "width": 8}})
     with pytest.raises(ValueError, match=r"models\.ca\.width'.*architecture from its base"):
-        check_model_config("ca", {"kind": "castream", "base": "b", "width": 8})
-    with pytest.raises(ValueError, match=r"models\.ca\.base'.*needs a base"):
-        check_model_config("ca", {"kind": "castream"})
+        _parse_models({"b": b, "ca": {"kind": "castream", "base": "b", "width": 8}})
     with pytest.raises(ValueError, match=r"models\.b\.lambda'.*only gradalign"):
-        check_model_config("b", {"kind": "baseline", "lambda": 0.1})
+        _parse_models({"b": {"kind": "baseline", "lambda": 0.1}})
     with pytest.raises(ValueError, match=r"models\.b\.blocks_at'.*only castream"):
-        check_model_config("b", {"blocks_at": ["layer4"]})
+        _parse_models({"b": {"blocks_at": ["layer4"]}})
 
 
 def test_train_command_builds_castream_from_a_base_checkpoint(tmp_path):
     write_split(tmp_path / "train.h5", _toy_split(32, 0))
     write_split(tmp_path / "test.h5", _toy_split(16, 1))
     common = ["--train", str(tmp_path / "train.h5"), "--test", str(tmp_path / "test.h5")]
-    common += ["--no-progress", "--device", "cpu"]
+    common += ["--no-progress", "--device", "cpu", "--threads", "1"]
     base = {**BASE_CONFIG, "epochs": 1, "batch_size": 16}
     argv = ["train", *common, "--model", json.dumps(base), "--name", "base"]
     argv += ["--out-model", str(tmp_path / "base.pt"), "--out-history", str(tmp_path / "base.json")]

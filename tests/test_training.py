@@ -363,7 +363,8 @@ def test_resume_in_process_is_bit_identical(tmp_path, monkeypatch):
 
 
 def _train_args(tmp_path, out: str) -> list[str]:
-    model = {**SMALL, "epochs": 6, "batch_size": 16, "lr": 0.05, "seed": 2}
+    model = {"kind": "baseline", "arch": "resnet_small", **SMALL, "epochs": 6, "batch_size": 16}
+    model.update(lr=0.05, seed=2)
     return [
         "train",
         "--train",
