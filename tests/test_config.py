@@ -6,7 +6,29 @@ import pytest
 import yaml
 from conftest import copy_workflow, planned_jobs, snakemake
 
-from cambench.config import apply_experiment, check_config
+from cambench.specs import ModelSpec, apply_experiment, parse_config
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def check_config(overrides):
+    """Validate (schema defaults filled) and parse the default config with the
+    ``models``/``methods``/other keys of ``overrides`` in place."""
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config.update(overrides)
+    config.setdefault("sanity", {})
+    if "methods" in overrides and "sanity" not in overrides:
+        config["sanity"] = {"randomization": False}
+    if not config["methods"]:
+        config["methods"] = {"gradcam": {}}
+    validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    return parse_config(config)
+
+
+def _spec(kind="baseline", arch="resnet_small"):
+    return ModelSpec("m", kind, {"kind": kind}, arch, None, "", 1)
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +76,9 @@ def test_experiment_file_replaces_models_and_methods(workdir):
 
 
 def test_default_config_plans_every_applicable_method(workdir):
-    from cambench.config import method_applies
-
     default = yaml.safe_load((workdir / "config.yaml").read_text())
     jobs = planned_jobs(snakemake(workdir, "-n").stdout)
-    pairs = [
-        (m, x)
-        for m, cfg in default["models"].items()
-        for x in default["methods"]
-        if method_applies(cfg, x)
-    ]
+    pairs = check_config({}).pairs()
     n = len(pairs) * default["eval"]["shards"]
     assert jobs["saliency"] == n and jobs["metrics"] == n
     assert ("castream", "castream_attention") in pairs and (
@@ -88,19 +103,35 @@ def test_apply_experiment_replaces_only_mappings_that_must_not_merge():
 
 def test_check_config_names_the_key():
     with pytest.raises(ValueError, match="'methods.foo'"):
-        check_config({"methods": {"foo": {}}, "models": {}})
-    with pytest.raises(ValueError, match=r"'methods.gradcam'.*no parameter \['seed'\]"):
-        check_config({"methods": {"gradcam": {"seed": 1}}, "models": {}})
+        check_config({"methods": {"foo": {}}})
+    with pytest.raises(ValueError, match="'methods.gradcam'"):
+        check_config({"methods": {"gradcam": {"seed": 1}}})
+
+
+def test_method_parameter_types_are_checked_naming_the_key():
+    with pytest.raises(ValueError, match=r"'methods.random.seed': expected int like the default 0, got 'seven'"):
+        check_config({"methods": {"random": {"seed": "seven"}}})
+    check_config({"methods": {"opticam": {"lr": 1}}})  # an int where a float is expected
+
+
+def test_more_shards_than_images_is_refused():
+    with pytest.raises(ValueError, match="'eval.shards': 8 shards of 4 images"):
+        check_config({"eval": {"n_images": 4, "shards": 8, "batch_size": 4, "target": "label"}})
+
+
+def test_schema_defaults_are_filled():
+    exp = check_config({"models": {"b": {}}, "methods": {"gradcam": {}}})
+    assert exp.models["b"].kind == "baseline" and exp.models["b"].arch == "resnet_small"
+    assert exp.models["b"].gpus == 1
+    assert exp.sanity.threshold == 0.99 and exp.metrics.statistics.resamples == 1000
 
 
 def test_method_applies_by_model_kind():
-    from cambench.config import method_applies
-
-    assert method_applies({"kind": "castream"}, "castream_attention")
-    assert not method_applies({"kind": "baseline"}, "castream_attention")
-    assert not method_applies({"kind": "castream"}, "cam")
-    assert method_applies({}, "cam") and method_applies({"kind": "gradalign"}, "gradcam")
-    assert not method_applies({"arch": "mobilenet_v2"}, "cam")
+    assert _spec("castream").applies("castream_attention")
+    assert not _spec("baseline").applies("castream_attention")
+    assert not _spec("castream").applies("cam")
+    assert _spec().applies("cam") and _spec("gradalign").applies("gradcam")
+    assert not _spec(arch="mobilenet_v2").applies("cam")
 
 
 def test_castream_base_must_be_a_plain_model():

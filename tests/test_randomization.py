@@ -86,7 +86,7 @@ def test_randomization_named_blocks(small_resnet, images, targets):
 @pytest.mark.parametrize("target", ["label", "predicted"])
 def test_run_randomization_writes_the_csv(tmp_path, small_resnet, target):
     from cambench.data.store import Split, write_split
-    from cambench.metrics.randomization import run_randomization
+    from cambench.jobs import sanity
     from cambench.models import save_checkpoint
 
     g = torch.Generator().manual_seed(0)
@@ -101,7 +101,7 @@ def test_run_randomization_writes_the_csv(tmp_path, small_resnet, target):
         tmp_path / "m.pt", small_resnet, {"width": 8, "blocks": [1, 1, 1, 1]}, 10, split.class_names
     )
     out = tmp_path / "sanity" / "fakecam.csv"
-    run_randomization(
+    sanity.run(
         tmp_path / "m.pt",
         tmp_path / "test.h5",
         out,
@@ -113,7 +113,9 @@ def test_run_randomization_writes_the_csv(tmp_path, small_resnet, target):
         batch_size=3,
         device=torch.device("cpu"),
         model_name="baseline",
-        resamples=50,
+        seed=0,
+        threshold=0.99,
+        statistics={"resamples": 50, "confidence": 0.95},
     )
     frame = pd.read_csv(out)
     assert list(frame["randomized"]) == ["none", *SMALL_RESNET_CASCADE]

@@ -7,19 +7,11 @@ import os
 
 import numpy as np
 
+from cambench.metric_table import METRICS as METRIC_TABLE
 from cambench.plots.style import method_color, new_figure, save_figure, styled
 from cambench.plots.summary_heatmap import METRICS, read_summary
 
-TITLES = {
-    "AD": "Average drop",
-    "AI": "Average increase",
-    "AG": "Average gain",
-    "insertion": "Insertion AUC",
-    "deletion": "Deletion AUC",
-    "pointing_game": "Pointing game",
-    "energy_pointing_game": "Energy pointing game",
-    "iou": "IoU (mean threshold)",
-}
+TITLES = {m.column: m.title for m in METRIC_TABLE}
 
 
 @styled

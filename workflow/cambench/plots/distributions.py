@@ -8,17 +8,14 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cambench.table_io import read_tables
+from cambench.metric_table import METRICS
 from cambench.plots.style import method_color, new_figure, save_figure, styled
+from cambench.table_io import read_tables
 
-# (per-image column, title, higher is better)
-DISTRIBUTION_METRICS: tuple[tuple[str, str, bool], ...] = (
-    ("AD", "Drop (AD per image)", False),
-    ("AG", "Gain (AG per image)", True),
-    ("insertion", "Insertion AUC", True),
-    ("deletion", "Deletion AUC", False),
-    ("energy_pointing_game", "Energy pointing game", True),
-    ("iou", "IoU (mean threshold)", True),
+# (per-image column, title, higher is better): the metrics whose per-image values
+# spread (AI and the pointing game are 0 or 100 per image: a box says nothing)
+DISTRIBUTION_METRICS: tuple[tuple[str, str, bool], ...] = tuple(
+    (m.column, f"{m.title} per image", not m.lower_is_better) for m in METRICS if not m.binary
 )
 
 

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cambench.table_io import read_tables
 from cambench.plots.style import (
     method_color,
     method_linestyle,
@@ -17,6 +16,7 @@ from cambench.plots.style import (
     save_figure,
     styled,
 )
+from cambench.table_io import read_tables
 
 RANDOMIZATION_COLUMNS = ("model", "method", "step", "randomized", "spearman")
 MAX_PANELS_PER_ROW = 3

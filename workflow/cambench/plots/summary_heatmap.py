@@ -9,19 +9,13 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 
-from cambench.table_io import read_table
+from cambench.metric_table import METRICS as METRIC_TABLE
 from cambench.plots.style import new_figure, save_figure, styled
+from cambench.table_io import read_table
 
 # (column in summary.csv, header in the figure, higher is better)
-METRICS: tuple[tuple[str, str, bool], ...] = (
-    ("AD", "AD", False),
-    ("AI", "AI", True),
-    ("AG", "AG", True),
-    ("insertion", "Ins.", True),
-    ("deletion", "Del.", False),
-    ("pointing_game", "PG", True),
-    ("energy_pointing_game", "EPG", True),
-    ("iou", "IoU", True),
+METRICS: tuple[tuple[str, str, bool], ...] = tuple(
+    (m.column, m.header, not m.lower_is_better) for m in METRIC_TABLE
 )
 SUMMARY_COLUMNS: tuple[str, ...] = ("model", "method", "n_images", *(m[0] for m in METRICS))
 
