@@ -245,7 +245,7 @@ def test_cluster_rules_ran_through_slurm_and_localrules_did_not(runs):
         if rule == "train":
             assert "cpu=2" in tres, job  # threads: 4, capped by --cores 2
     # the localrules ran in the Snakemake process itself
-    for rule in ("prepare_data", "summarize", "plot_summary", "plot_training"):
+    for rule in ("prepare_data", "summarize", "plot_experiment", "plot_model"):
         assert f"localrule {rule}:" in runs["slurm_out"]
     for rule in SLURM_RULES:
         assert f"\nrule {rule}:" in runs["slurm_out"]

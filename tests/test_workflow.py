@@ -138,20 +138,14 @@ def _dry_run_with(run, name: str, **changes) -> dict[str, int]:
     return planned_jobs(snakemake(run, "-n", "--configfile", name).stdout)
 
 
-AGGREGATES = {
-    "summarize": 1,
-    "plot_summary": 1,
-    "plot_bars": 1,
-    "plot_curves": 1,
-    "plot_distributions": 1,
-    "plot_saliency_grid": 1,
-    "all": 1,
-}
+# plot_experiment: summary heatmap and metric bars (+ training, randomization);
+# plot_model: curves, distributions and saliency grid of the one model
+AGGREGATES = {"summarize": 1, "plot_experiment": 2, "plot_model": 3, "all": 1}
 
 
 def test_changing_training_reruns_the_model_chain(run):
     jobs = _dry_run_with(run, "tiny-train.yaml", **{"models.baseline.lr": 0.02})
-    assert jobs == {"train": 1, "saliency": 6, "metrics": 6, "plot_training": 1, **AGGREGATES}
+    assert jobs == {"train": 1, "saliency": 6, "metrics": 6, **AGGREGATES, "plot_experiment": 3}
 
 
 def test_changing_the_dataset_reruns_everything(run):
@@ -161,21 +155,13 @@ def test_changing_the_dataset_reruns_everything(run):
         "train": 1,
         "saliency": 6,
         "metrics": 6,
-        "plot_training": 1,
         **AGGREGATES,
+        "plot_experiment": 3,
     }
 
 
 # a metrics-stage change: every metrics job and what reads the per-image metrics
-METRICS_RERUN = {
-    "metrics": 6,
-    "summarize": 1,
-    "plot_summary": 1,
-    "plot_bars": 1,
-    "plot_curves": 1,
-    "plot_distributions": 1,
-    "all": 1,
-}
+METRICS_RERUN = {"metrics": 6, "summarize": 1, "plot_experiment": 2, "plot_model": 2, "all": 1}
 
 
 def _edit(path, old: str, new: str):
@@ -215,7 +201,7 @@ def test_changing_metric_code_reruns_metrics_not_saliency(run):
 
 def test_changing_the_bootstrap_reruns_only_the_tables_and_their_figures(run):
     jobs = _dry_run_with(run, "tiny-stats.yaml", **{"metrics.statistics": {"resamples": 200}})
-    assert jobs == {"summarize": 1, "plot_summary": 1, "plot_bars": 1, "all": 1}
+    assert jobs == {"summarize": 1, "plot_experiment": 2, "all": 1}
 
 
 def test_changing_the_pointing_tolerance_reruns_metrics_not_saliency(run):
@@ -260,10 +246,8 @@ def test_randomization_sanity_check_flags_model_independent_methods(run):
     plan = _dry_run_with(run, "tiny-sanity.yaml", sanity={"randomization": True, "n_images": 6})
     assert plan == {
         "randomization": 3,
-        "plot_randomization": 1,
         "summarize": 1,
-        "plot_summary": 1,
-        "plot_bars": 1,
+        "plot_experiment": 3,
         "all": 1,
     }
     snakemake(run, "--cores", "2", "--configfile", "tiny-sanity.yaml")

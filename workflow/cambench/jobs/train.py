@@ -19,7 +19,7 @@ import torch
 from cambench import joblog
 from cambench.data.store import read_split
 from cambench.models import build_model, load_checkpoint, save_checkpoint
-from cambench.models.castream import POSITIONS, CAStream
+from cambench.models.castream import CAStream
 from cambench.runtime import seed_everything
 from cambench.table_io import write_json
 from cambench.training import (
@@ -27,6 +27,7 @@ from cambench.training import (
     GradAlignObjective,
     TrainConfig,
     distributed,
+    optimizer_record,
     train_model,
 )
 
@@ -128,7 +129,7 @@ def build_trainee(
     if base.model_config.get("kind", "baseline") == "castream":
         raise ValueError(f"{base_path}: the base of a castream model cannot be castream")
     config["base_config"] = base.model_config
-    model = CAStream(base, config.get("blocks_at", POSITIONS))
+    model = CAStream.from_config(base, config)
     if model.num_classes != num_classes:
         raise ValueError(
             f"{base_path}: the base model has {model.num_classes} classes, the data {num_classes}"
@@ -204,6 +205,7 @@ def train_one(
             "kind": model_config["kind"],
             "config": config,
             "augment": augment,
+            "optimizer": optimizer_record(train_config),
             "epochs": history,
             "test_acc": history[-1]["test_acc"] if history else float("nan"),
             "num_classes": num_classes,
