@@ -3,7 +3,7 @@ deletion), localization (pointing game, energy-based pointing game, IoU), the
 insertion/deletion protocols, the model-randomization sanity check, and the
 statistics of the summary tables.
 
-Definitions in ``REFERENCES.md`` (section Metrics).
+Definitions: the docstrings and ``docs/metrics.md``.
 """
 
 from cambench.metrics.faithfulness import (
