@@ -99,9 +99,9 @@ def test_no_tail_call_sees_more_than_batch_size_rows(small_resnet, images, targe
         head = None if split.head is None else _Recorder(split.head, sizes)
         return score_cams.ModelTail(_Recorder(split.tail, sizes), head)
 
-    def clean(model, images, layer):
+    def clean(model, images, layer, targets):
         sizes.append(len(images))
-        return real_activations(model, images, layer)
+        return real_activations(model, images, layer, targets)
 
     monkeypatch.setattr(score_cams, "trace_tail", trace)
     monkeypatch.setattr(score_cams, "activations", clean)

@@ -1,4 +1,37 @@
-"""Saliency methods behind one call: ``explain(method, model, images, targets)``."""
+"""Saliency methods behind one call: ``explain(method, model, images, targets)``.
+
+``method`` is a registered name (``sorted(METHODS)``; definitions in each function's
+docstring and in docs/methods.md) or a plain function
+``fn(model, images, targets, layer, **params) -> S`` returning raw scores (B, h, w) at
+any resolution. Either way the map is ``n(up(ReLU(S)))`` (B, H, W) in [0, 1]:
+
+>>> import torch
+>>> from cambench.models.small_resnet import SmallResNet
+>>> from cambench.saliency import explain
+>>> from cambench.saliency.core import activations
+>>> _ = torch.manual_seed(0)
+>>> model = SmallResNet(num_classes=10, width=8, blocks=(1, 1, 1, 1)).eval()
+>>> images, targets = torch.rand(2, 3, 32, 32), torch.tensor([3, 7])
+>>> def mean_activation(model, images, targets, layer):
+...     acts, _ = activations(model, images, layer, targets)
+...     return acts.mean(1)
+>>> explain(mean_activation, model, images, targets).shape
+torch.Size([2, 32, 32])
+
+A plug-in method is registered under a name (which the workflow's ``methods:`` can
+then use) with the :func:`register` decorator; ``defaults`` are its parameters, a
+name already taken is a ValueError::
+
+    from cambench.saliency import register
+
+    @register("mean_activation", defaults={"power": 1})
+    def mean_activation(model, images, targets, layer, power):
+        acts, _ = activations(model, images, layer, targets)
+        return acts.pow(power).mean(1)
+
+A method's raw output must be finite and (B, h, w) for the B images given; anything
+else is a ValueError naming the method and the shape it returned.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +49,7 @@ from cambench.saliency import (  # noqa: F401  (registers methods)
 )
 from cambench.saliency.core import finalize_maps, frozen_eval, minmax_normalize
 from cambench.saliency.layers import default_layer_name, resolve_layer
-from cambench.saliency.registry import METHODS, Method, get_method
+from cambench.saliency.registry import METHODS, Method, MethodFn, get_method, register
 
 __all__ = [
     "METHODS",
@@ -26,12 +59,43 @@ __all__ = [
     "finalize_maps",
     "get_method",
     "minmax_normalize",
+    "register",
     "resolve_layer",
 ]
 
 
+def _method_and_params(
+    method: str | Method | MethodFn, params: dict[str, Any]
+) -> tuple[Method, dict]:
+    """The registered method (its defaults overlaid with ``params``), or a plain function
+    wrapped as one (ReLU on, target layer resolved, ``params`` passed as given)."""
+    if isinstance(method, str):
+        spec = get_method(method)
+    elif isinstance(method, Method):
+        spec = method
+    elif callable(method):
+        name = getattr(method, "__qualname__", type(method).__qualname__)
+        return Method(name, method), dict(params)
+    else:
+        raise ValueError(f"method must be a name or a function, got {type(method).__name__}")
+    return spec, spec.resolve_params(params)
+
+
+def _check_raw(raw: object, batch: int, name: str) -> None:
+    """ValueError unless ``raw`` is a finite (batch, h, w) tensor."""
+    shape = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
+    if not isinstance(raw, torch.Tensor) or raw.ndim != 3 or raw.shape[0] != batch:
+        raise ValueError(
+            f"saliency method {name!r} returned {shape}; expected a ({batch}, h, w) tensor"
+        )
+    if not torch.isfinite(raw).all():
+        raise ValueError(
+            f"saliency method {name!r} returned non-finite values (NaN or inf), shape {shape}"
+        )
+
+
 def explain(
-    method: str,
+    method: str | MethodFn,
     model: nn.Module,
     images: torch.Tensor,
     targets: torch.Tensor,
@@ -40,24 +104,42 @@ def explain(
 ) -> torch.Tensor:
     """Saliency maps (B, H, W) float32 in [0, 1] of ``targets`` for ``images``.
 
-    ``images`` are (B, 3, H, W) in [0, 1] on the model's device; ``layer`` is a dotted
-    module path, a module, or ``None`` for the model's default target layer. The
+    ``method`` is a registered name or a function (see the module's docstring).
+
+    ``images`` are (B, 3, H, W) in [0, 1] on the model's device, B ≥ 1; ``targets``
+    class indices in [0, num_classes) (the number of classes is the logits' width,
+    checked at each method's first forward; ``fakecam`` and ``random`` run no forward).
+    Non-finite logits or gradients are a ValueError, not all-zero maps. ``layer`` is a
+    dotted module path, a module, or ``None`` for the model's default target layer. The
     model's mode, hooks and ``requires_grad`` flags are left as found.
     """
-    spec = get_method(method)
-    params = spec.resolve_params(params)
+    spec, params = _method_and_params(method, params)
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(
             f"images must be a (B, 3, H, W) tensor, got {getattr(images, 'shape', type(images))}"
         )
     if not images.is_floating_point():
         raise ValueError(f"images must be float in [0, 1], got dtype {images.dtype}")
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch (0 images); explain needs at least one")
+    low, high = torch.aminmax(images.detach())
+    if not (low >= 0 and high <= 1):
+        raise ValueError(
+            f"images must be in [0, 1], got values in [{float(low):.4g}, {float(high):.4g}] "
+            "(divide 0-255 images by 255)"
+        )
     targets = torch.as_tensor(targets, device=images.device)
     if targets.shape != (images.shape[0],) or targets.dtype != torch.int64:
         raise ValueError(
             f"targets must be int64 of shape ({images.shape[0]},), got {targets.dtype} {tuple(targets.shape)}"
         )
+    if (targets < 0).any():
+        raise ValueError(
+            f"target {int(targets[targets < 0][0])} is negative: targets are class indices "
+            "in [0, num_classes)"
+        )
     target_layer = resolve_layer(model, layer)[1] if spec.uses_layer else None
     with frozen_eval(model):
         raw = spec(model, images.detach(), targets, target_layer, **params)
+    _check_raw(raw, images.shape[0], spec.name)
     return finalize_maps(raw, tuple(images.shape[-2:]), relu=spec.relu)

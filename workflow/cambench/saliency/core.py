@@ -32,8 +32,42 @@ def frozen_eval(model: nn.Module) -> Iterator[None]:
             m.training = mode
 
 
+def check_targets(targets: torch.Tensor, num_classes: int) -> None:
+    """ValueError naming the first target outside ``[0, num_classes)``."""
+    bad = targets[(targets < 0) | (targets >= num_classes)]
+    if bad.numel():
+        raise ValueError(
+            f"target {int(bad[0])} is outside [0, {num_classes}): the model has "
+            f"{num_classes} classes"
+        )
+
+
+def check_logits(logits: torch.Tensor, targets: torch.Tensor | None = None) -> None:
+    """ValueError unless ``logits`` are finite (B, num_classes) and ``targets`` index them.
+
+    Called after each method's first forward: the number of classes is the logits'
+    width, known only then. A model returning NaN would otherwise give NaN scores that
+    the min-max normalization turns into all-zero maps that look valid.
+    """
+    if logits.ndim != 2:
+        raise ValueError(
+            f"the model must return (B, num_classes) logits, got shape {tuple(logits.shape)}"
+        )
+    if targets is not None:
+        check_targets(targets, logits.shape[1])
+    if not torch.isfinite(logits).all():
+        raise ValueError("non-finite logits (NaN or inf) from the model: no saliency map")
+
+
+def check_gradients(grads: torch.Tensor) -> None:
+    """ValueError if a gradient is NaN or inf (a map built from it would be meaningless)."""
+    if not torch.isfinite(grads).all():
+        raise ValueError("non-finite gradients (NaN or inf) of the target logits: no saliency map")
+
+
 def target_scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Logit ``y_c`` of each image's target class, shape (B,)."""
+    """Logit ``y_c`` of each image's target class, shape (B,); targets are range-checked."""
+    check_targets(targets, logits.shape[1])
     return logits.gather(1, targets.view(-1, 1)).squeeze(1)
 
 
@@ -104,24 +138,34 @@ def activations_and_gradients(
         logits = model(images)
         if capture.activation is None:
             raise ValueError("the target layer was not called during the forward pass")
+        check_logits(logits, targets)
         scores = target_scores(logits, targets)
         (grads,) = torch.autograd.grad(scores.sum(), capture.activation, allow_unused=True)
     if grads is None:
         raise ValueError(
             "the logits do not depend on the target layer's output; choose another layer"
         )
+    check_gradients(grads)
     return capture.activation.detach(), grads, logits.detach()
 
 
 @torch.no_grad()
 def activations(
-    model: nn.Module, images: torch.Tensor, layer: nn.Module
+    model: nn.Module,
+    images: torch.Tensor,
+    layer: nn.Module,
+    targets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(A, logits)`` from one forward pass without autograd."""
+    """``(A, logits)`` from one forward pass without autograd.
+
+    The logits are checked (:func:`check_logits`): finite always, and against
+    ``targets`` where given.
+    """
     with LayerCapture(layer, grad=False) as capture:
         logits = model(images)
     if capture.activation is None:
         raise ValueError("the target layer was not called during the forward pass")
+    check_logits(logits, targets)
     return capture.activation, logits
 
 

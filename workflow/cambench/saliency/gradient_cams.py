@@ -81,6 +81,6 @@ def cam(
     model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module
 ) -> torch.Tensor:
     """CAM (Zhou et al. 2016): ``S = Σ_k w_{c,k} A^k`` with the classifier's weights."""
-    acts, _ = activations(model, images, layer)
+    acts, _ = activations(model, images, layer, targets)
     head = _gap_linear_head(model, acts.shape[1])
     return _weighted_sum(head.weight[targets], acts)

@@ -12,14 +12,25 @@ from torch import nn
 
 from cambench.models.castream import CAStream
 from cambench.models.guided import input_gradient
+from cambench.saliency.core import check_gradients, check_logits
 from cambench.saliency.registry import register
 
 
 def gradient_map(
     model: nn.Module, images: torch.Tensor, targets: torch.Tensor, guided: bool
 ) -> torch.Tensor:
-    """``max_colour |∂y_c/∂x|`` (B, H, W), standard or guided."""
-    return input_gradient(model, images, targets, guided=guided).abs().amax(1)
+    """``max_colour |∂y_c/∂x|`` (B, H, W), standard or guided.
+
+    The logits are checked against ``targets`` (:func:`check_logits`) by a hook on the
+    model for the one forward, and the gradients for NaN/inf.
+    """
+    handle = model.register_forward_hook(lambda m, i, logits: check_logits(logits, targets))
+    try:
+        grads = input_gradient(model, images, targets, guided=guided)
+    finally:
+        handle.remove()
+    check_gradients(grads)
+    return grads.abs().amax(1)
 
 
 @register("gradient", uses_layer=False, relu=False)

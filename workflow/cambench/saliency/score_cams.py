@@ -36,10 +36,16 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 
 
 def clean_forward(
-    model: nn.Module, images: torch.Tensor, layer: nn.Module, batch_size: int
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    layer: nn.Module,
+    batch_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(A, logits)`` of the unperturbed images, ``batch_size`` images per forward."""
-    parts = [activations(model, images[s], layer) for s in _chunks(len(images), batch_size)]
+    parts = [
+        activations(model, images[s], layer, targets[s]) for s in _chunks(len(images), batch_size)
+    ]
     return torch.cat([a for a, _ in parts]), torch.cat([y for _, y in parts])
 
 
@@ -78,7 +84,7 @@ def scorecam(
     channel is a dead, all-zero one, where both agree exactly.)
     """
     batch_size = _check_batch_size(batch_size)
-    acts, _ = clean_forward(model, images, layer, batch_size)
+    acts, _ = clean_forward(model, images, targets, layer, batch_size)
     b, k = acts.shape[:2]
     size = tuple(images.shape[-2:])
     model = inference_copy(model, images.device)  # the masked forwards: folded, channels-last
@@ -340,7 +346,7 @@ def ablation_scores(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(A, y_c, y_c^(k))``: activations, target logits and the logits with channel
     ``k`` zeroed (B, K). ``split=False`` forces whole-model forwards."""
-    acts, logits = clean_forward(model, images, layer, batch_size)
+    acts, logits = clean_forward(model, images, targets, layer, batch_size)
     y = target_scores(logits, targets).float()
     b, k = acts.shape[:2]
     # Ablating a channel that is already all zero changes nothing: y^(k) = y.
