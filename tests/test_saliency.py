@@ -11,6 +11,7 @@ from torch import nn
 
 from cambench.models.normalization import Normalize
 from cambench.saliency import METHODS, explain, finalize_maps, minmax_normalize
+from cambench.saliency.core import weighted_sum
 
 REQUIRED = {"gradcam", "fakecam", "random", "cam", "gradcampp", "xgradcam", "layercam"}
 # castream_attention is by definition undefined on these generic (GAP) models; its own
@@ -205,3 +206,15 @@ def test_cam_refuses_a_castream_model(small_resnet, images, targets):
 
     with pytest.raises(ValueError, match="needs a global-average-pooling"):
         explain("cam", CAStream(small_resnet).eval(), images, targets)
+
+
+def test_weighted_sum_by_hand():
+    """``S = Σ_k α_k A^k`` per image, in the activations' dtype."""
+    acts = torch.tensor(
+        [[[[1.0, 2.0]], [[3.0, -1.0]]], [[[0.0, 1.0]], [[2.0, 2.0]]]]
+    )  # (B=2, K=2, h=1, w=2)
+    weights = torch.tensor([[2.0, 1.0], [-1.0, 0.5]], dtype=torch.float64)
+    expected = torch.tensor([[[2 * 1 + 3, 2 * 2 - 1]], [[0 + 1, -1 + 1]]], dtype=torch.float32)
+    out = weighted_sum(weights, acts)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)

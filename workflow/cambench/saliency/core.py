@@ -169,6 +169,12 @@ def activations(
     return capture.activation, logits
 
 
+def weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """The CAM combination ``S = Σ_k α_k A^k`` (B, h, w) for weights ``α`` (B, K) and
+    activations ``A`` (B, K, h, w), in the activations' dtype."""
+    return torch.einsum("bk,bkhw->bhw", weights.to(acts.dtype), acts)
+
+
 def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
     """Per-image ``(S - min) / (max - min)``; a constant map becomes all zeros."""
     flat = maps.flatten(1)

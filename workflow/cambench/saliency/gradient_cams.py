@@ -9,13 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cambench.saliency.core import activations, activations_and_gradients
+from cambench.saliency.core import activations, activations_and_gradients, weighted_sum
 from cambench.saliency.registry import register
-
-
-def _weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
-    """``S = Σ_k w_k A^k`` for weights (B, K) and activations (B, K, h, w)."""
-    return torch.einsum("bk,bkhw->bhw", weights, acts)
 
 
 @register("gradcam")
@@ -24,7 +19,7 @@ def gradcam(
 ) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al. 2017): ``α_k = mean_ij G^k_ij``."""
     acts, grads, _ = activations_and_gradients(model, images, targets, layer)
-    return _weighted_sum(grads.mean((2, 3)), acts)
+    return weighted_sum(grads.mean((2, 3)), acts)
 
 
 @register("gradcampp", defaults={"eps": 1e-6})
@@ -43,7 +38,7 @@ def gradcampp(
     denom = 2 * g2 + acts.sum((2, 3), keepdim=True) * grads.pow(3) + eps
     valid = (grads != 0) & (denom != 0)
     alpha = torch.where(valid, g2 / torch.where(valid, denom, torch.ones_like(denom)), 0.0)
-    return _weighted_sum((alpha * grads.clamp_min(0)).sum((2, 3)), acts)
+    return weighted_sum((alpha * grads.clamp_min(0)).sum((2, 3)), acts)
 
 
 @register("xgradcam")
@@ -53,7 +48,7 @@ def xgradcam(
     """XGrad-CAM (Fu et al. 2020): ``α_k = Σ G A / (Σ A + ε)``."""
     acts, grads, _ = activations_and_gradients(model, images, targets, layer)
     weights = (grads * acts).sum((2, 3)) / (acts.sum((2, 3)) + 1e-7)
-    return _weighted_sum(weights, acts)
+    return weighted_sum(weights, acts)
 
 
 @register("layercam")
@@ -83,4 +78,4 @@ def cam(
     """CAM (Zhou et al. 2016): ``S = Σ_k w_{c,k} A^k`` with the classifier's weights."""
     acts, _ = activations(model, images, layer, targets)
     head = _gap_linear_head(model, acts.shape[1])
-    return _weighted_sum(head.weight[targets], acts)
+    return weighted_sum(head.weight[targets], acts)

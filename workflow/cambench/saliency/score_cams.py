@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from cambench.models.inference import has_forward_hooks, inference_copy
-from cambench.saliency.core import activations, target_scores
+from cambench.saliency.core import activations, target_scores, weighted_sum
 from cambench.saliency.registry import register
 
 # pytorch-grad-cam's ScoreCAM: (H - min) / (max - min + 1e-8) for the channel masks.
@@ -47,10 +47,6 @@ def clean_forward(
         activations(model, images[s], layer, targets[s]) for s in _chunks(len(images), batch_size)
     ]
     return torch.cat([a for a, _ in parts]), torch.cat([y for _, y in parts])
-
-
-def _weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("bk,bkhw->bhw", weights.to(acts.dtype), acts)
 
 
 # ---------------------------------------------------------------------------------------
@@ -105,7 +101,7 @@ def scorecam(
         masks = (up - low) / (high - low + _SCORECAM_EPS)
         logits = model(images[rows_b] * masks)
         scores[rows_b, rows_k] = target_scores(logits, targets[rows_b]).float()
-    return _weighted_sum(torch.softmax(scores, dim=1), acts)
+    return weighted_sum(torch.softmax(scores, dim=1), acts)
 
 
 # ---------------------------------------------------------------------------------------
@@ -389,4 +385,4 @@ def ablationcam(
     batch_size = _check_batch_size(batch_size)
     acts, y, ablated = ablation_scores(model, images, targets, layer, batch_size)
     denom = torch.where(y == 0, torch.ones_like(y), y).view(-1, 1)
-    return _weighted_sum((y.view(-1, 1) - ablated) / denom, acts)
+    return weighted_sum((y.view(-1, 1) - ablated) / denom, acts)
