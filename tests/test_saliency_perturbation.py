@@ -13,6 +13,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from cambench.models.normalization import Normalize
+from cambench.models.tail import ModelTail, trace_tail
 from cambench.saliency import explain, finalize_maps, minmax_normalize, score_cams
 from cambench.saliency.core import target_scores
 
@@ -73,7 +74,7 @@ def _record_batch_sizes(model):
 def test_no_forward_sees_more_than_batch_size_images(method, small_resnet, images, targets):
     # Forward hooks keep Ablation-CAM on whole-model forwards (the general path).
     sizes, handles = _record_batch_sizes(small_resnet)
-    assert score_cams.trace_tail(small_resnet, small_resnet.layer4) is None
+    assert trace_tail(small_resnet, small_resnet.layer4) is None
     explain(method, small_resnet, images, targets, batch_size=4)
     for h in handles:
         h.remove()
@@ -97,7 +98,7 @@ def test_no_tail_call_sees_more_than_batch_size_rows(small_resnet, images, targe
     def trace(model, layer):
         split = real_trace(model, layer)
         head = None if split.head is None else _Recorder(split.head, sizes)
-        return score_cams.ModelTail(_Recorder(split.tail, sizes), head)
+        return ModelTail(_Recorder(split.tail, sizes), head)
 
     def clean(model, images, layer, targets):
         sizes.append(len(images))
@@ -150,7 +151,7 @@ def _ablationcam_both_ways(model, images, targets, layer, monkeypatch):
 
 
 def test_ablation_tail_of_resnet_is_the_classifier(small_resnet, images, targets, monkeypatch):
-    split = score_cams.trace_tail(small_resnet, small_resnet.layer4)
+    split = trace_tail(small_resnet, small_resnet.layer4)
     assert split is not None and split.head is None
     called = {n for n, _ in split.tail.named_modules()}
     assert "fc" in called and not any(n.startswith(("layer", "stem")) for n in called)
@@ -163,7 +164,7 @@ def test_ablation_tail_with_a_skip_connection_across_the_layer(
 ):
     """Inside a residual block the tail needs the block's shortcut from the head."""
     layer = "layer3.0.conv2"
-    split = score_cams.trace_tail(small_resnet, small_resnet.get_submodule(layer))
+    split = trace_tail(small_resnet, small_resnet.get_submodule(layer))
     assert split is not None and split.head is not None
     fast, slow = _ablationcam_both_ways(small_resnet, images, targets, layer, monkeypatch)
     assert fast.flatten(1).amax(1).gt(0).all()
@@ -211,7 +212,7 @@ class _HookedHead(_Untraceable):
 def test_ablation_falls_back_to_whole_forwards(cls, images, targets, monkeypatch):
     torch.manual_seed(0)
     model = cls().eval()
-    split = score_cams.trace_tail(model, model.features)
+    split = trace_tail(model, model.features)
     if cls is _BatchSizeAcrossLayer:
         assert split is not None and score_cams._context_values(split, images, 4) is None
     else:
@@ -236,7 +237,7 @@ class _RemembersFeatures(_Untraceable):
 def test_tracing_leaves_no_symbolic_attributes_behind(images, targets, monkeypatch):
     torch.manual_seed(0)
     model = _RemembersFeatures().eval()
-    assert score_cams.trace_tail(model, model.features) is not None
+    assert trace_tail(model, model.features) is not None
     assert not hasattr(model, "remembered")
     explain("ablationcam", model, images, targets, layer="features")
     # The last real forward was the clean one (the split sets no attributes).
@@ -252,7 +253,7 @@ def test_ablation_checks_the_split_before_using_it(small_resnet, images, targets
 
     def wrong(model, layer):
         split = real_trace(model, layer)
-        return score_cams.ModelTail(_Scaled(split.tail), split.head)
+        return ModelTail(_Scaled(split.tail), split.head)
 
     with monkeypatch.context() as m:
         _general_path(m)
