@@ -1,4 +1,4 @@
-"""The explain() contract (DESIGN.md) and the CAM formulas against independent references."""
+"""The explain() output contract and the CAM formulas against independent references."""
 
 from __future__ import annotations
 

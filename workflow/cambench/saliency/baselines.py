@@ -21,7 +21,21 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
 def fakecam(
     model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: None
 ) -> torch.Tensor:
-    """Fake-CAM (Opti-CAM paper): all ones but the top-left pixel, which is 0."""
+    """Fake-CAM (Opti-CAM paper): all ones but the top-left pixel, which is 0.
+
+    ``S_ij = 1`` for every pixel but ``S_00 = 0``, at the input's resolution, so the
+    map ``n(S) = S`` keeps the whole image: a sanity check that Average Drop and
+    similar metrics reward a map that explains nothing.
+
+    Zhang et al., "Opti-CAM: Optimizing saliency maps for interpretability", CVIU
+    2024, https://arxiv.org/abs/2301.07002.
+
+    >>> from cambench.saliency import explain
+    >>> from cambench.saliency.core import example_inputs
+    >>> maps = explain("fakecam", *example_inputs())
+    >>> maps.sum((1, 2)).tolist(), maps[:, 0, 0].tolist()
+    ([1023.0, 1023.0], [0.0, 0.0])
+    """
     b, _, h, w = images.shape
     maps = torch.ones(b, h, w, device=images.device)
     maps[:, 0, 0] = 0.0
@@ -34,8 +48,19 @@ def random(
 ) -> torch.Tensor:
     """Uniform noise, a pure function of ``seed`` and the image's content.
 
-    Counter-based (integer hashing, no generator state): an image gets the same map
-    whatever batch, shard or device it is processed in.
+    ``S_ij = h(seed, x, i, j) / 2³²`` with ``h`` a 32-bit integer hash of the seed,
+    the image's pixels (as 0–255 integers) and the position: uniform in [0, 1) at the
+    input's resolution; the map is ``n(S)``. Counter-based (no generator state): an
+    image gets the same map whatever batch, shard or device it is processed in. A
+    baseline that looks at neither the model nor the class (no paper).
+
+    >>> from cambench.saliency import explain
+    >>> from cambench.saliency.core import example_inputs
+    >>> model, images, targets = example_inputs(batch=3)
+    >>> maps = explain("random", model, images, targets, seed=1)
+    >>> alone = explain("random", model, images[2:], targets[2:], seed=1)  # image 2 alone
+    >>> maps[2].equal(alone[0]), maps[2].equal(maps[1])
+    (True, False)
     """
     b, _, h, w = images.shape
     pixels = (images.detach() * 255).round().to(torch.int64).flatten(1)

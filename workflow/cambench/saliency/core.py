@@ -169,6 +169,19 @@ def activations(
     return capture.activation, logits
 
 
+def example_inputs(batch: int = 2) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """``(model, images, targets)`` for the docstring examples: a seeded SmallResNet
+    (10 classes, width 8, one block per stage, eval mode) and ``batch`` seeded random
+    32 × 32 images with targets ``0, 1, …`` (mod 10). Leaves the global RNG as found."""
+    from cambench.models.small_resnet import SmallResNet
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = SmallResNet(num_classes=10, width=8, blocks=(1, 1, 1, 1)).eval()
+    images = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    return model, images, torch.arange(batch) % 10
+
+
 def weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
     """The CAM combination ``S = Σ_k α_k A^k`` (B, h, w) for weights ``α`` (B, K) and
     activations ``A`` (B, K, h, w), in the activations' dtype."""
@@ -189,7 +202,7 @@ def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
 
 
 def finalize_maps(raw: torch.Tensor, size: tuple[int, int], relu: bool = True) -> torch.Tensor:
-    """The DESIGN contract: ``n(up(ReLU(S)))`` as float32 (B, H, W) in [0, 1]."""
+    """The output contract: ``n(up(ReLU(S)))`` as float32 (B, H, W) in [0, 1]."""
     if raw.ndim != 3:
         raise ValueError(f"a method must return (B, h, w) maps, got shape {tuple(raw.shape)}")
     maps = raw.detach().float()

@@ -1,4 +1,4 @@
-"""Saliency from input gradients, and CA-Stream's own attention map (REFERENCES.md).
+"""Saliency from input gradients, and CA-Stream's own attention map.
 
 ``gradient`` and ``guided_backprop`` differ only in the backward rule of the ReLUs,
 which :mod:`cambench.models.guided` switches (the same mechanism gradient-aligned
@@ -37,7 +37,23 @@ def gradient_map(
 def gradient(
     model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: None
 ) -> torch.Tensor:
-    """Gradient (Simonyan et al. 2014): ``|∂y_c/∂x|``, maximum over colour channels."""
+    """Gradient (Simonyan et al. 2014): ``|∂y_c/∂x|``, maximum over colour channels.
+
+    ``S_ij = max_colour |∂y_c/∂x_{colour,ij}|`` at the input's resolution; no ReLU (the
+    map is ``n(S)``). The gradient is taken with respect to ``x`` in [0, 1], through
+    the model's normalization.
+
+    Simonyan et al., "Deep Inside Convolutional Networks: Visualising Image
+    Classification Models and Saliency Maps", ICLR Workshop 2014,
+    https://arxiv.org/abs/1312.6034.
+
+    >>> from cambench.saliency import explain
+    >>> from cambench.saliency.core import example_inputs
+    >>> model, images, targets = example_inputs()  # a seeded SmallResNet, 2 images
+    >>> maps = explain("gradient", model, images, targets)
+    >>> maps.amin((1, 2)).tolist(), maps.amax((1, 2)).tolist()  # n: each spans [0, 1]
+    ([0.0, 0.0], [1.0, 1.0])
+    """
     return gradient_map(model, images, targets, guided=False)
 
 
@@ -46,7 +62,23 @@ def guided_backprop(
     model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: None
 ) -> torch.Tensor:
     """Guided backpropagation (Springenberg et al. 2015): the gradient map with every
-    ReLU's backward replaced by ``g · 1[a > 0] · 1[g > 0]``."""
+    ReLU's backward replaced by ``g · 1[a > 0] · 1[g > 0]``.
+
+    ``S_ij = max_colour |ĝ_{colour,ij}|`` with ``ĝ`` the gradient ``∂y_c/∂x`` computed
+    with a guided backward pass: every ``nn.ReLU`` passes on only the positive part of
+    its incoming gradient ``g``, where its input ``a`` was positive (``nn.ReLU6``: and
+    below 6); no ReLU on ``S``. Models with other activation modules are a ValueError
+    (:func:`cambench.models.guided.check_guidable`).
+
+    Springenberg et al., "Striving for Simplicity: The All Convolutional Net", ICLR
+    Workshop 2015, https://arxiv.org/abs/1412.6806.
+
+    >>> from cambench.saliency import explain
+    >>> from cambench.saliency.core import example_inputs
+    >>> model, images, targets = example_inputs()  # a seeded SmallResNet, 2 images
+    >>> explain("guided_backprop", model, images, targets).shape
+    torch.Size([2, 32, 32])
+    """
     return gradient_map(model, images, targets, guided=True)
 
 

@@ -1,4 +1,4 @@
-"""CAMs weighted by forward passes on perturbed inputs or features (REFERENCES.md).
+"""CAMs weighted by forward passes on perturbed inputs or features.
 
 Score-CAM masks the image with each upsampled channel; Ablation-CAM zeroes each
 channel of the target layer. Both need one forward per (image, channel) pair, so both
@@ -64,12 +64,17 @@ def scorecam(
 ) -> torch.Tensor:
     """Score-CAM (Wang et al. 2020), pytorch-grad-cam variant: ``α = softmax_k y_c(x ⊙ H^k)``.
 
-    As in pytorch-grad-cam's ``ScoreCAM`` (the variant REFERENCES.md chooses):
+    ``S = Σ_k α_k A^k`` with ``α = softmax_k(s)``, ``s_k = y_c(x ⊙ H^k)`` the logit of
+    the image masked by channel ``k``. As in pytorch-grad-cam's ``ScoreCAM``:
 
     - ``H^k = (U^k - min U^k) / (max U^k - min U^k + 1e-8)`` with ``U^k`` the channel
       upsampled **with** ``align_corners=True`` (``torch.nn.UpsamplingBilinear2d``),
       unlike the ``align_corners=False`` of the final maps;
-    - ``s_k`` is the logit (no softmax over classes), ``α = softmax_k(s)``.
+    - ``s_k`` is the logit (no softmax over classes), ``α = softmax_k(s)``. (The paper
+      takes the increase of the class score over that of a baseline image.)
+
+    Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional
+    Neural Networks", CVPR Workshops 2020, https://arxiv.org/abs/1910.01279.
 
     ``batch_size`` masked images go through the model per forward, rows mixing images
     and channels, through an inference copy of the model
@@ -78,6 +83,13 @@ def scorecam(
     image, computed once. (For a nonzero constant, pytorch-grad-cam instead divides
     the rounding noise of its upsampled map by 1e-8; with ReLU features a constant
     channel is a dead, all-zero one, where both agree exactly.)
+
+    >>> from cambench.saliency import explain
+    >>> from cambench.saliency.core import example_inputs
+    >>> model, images, targets = example_inputs()  # a seeded SmallResNet, 2 images
+    >>> maps = explain("scorecam", model, images, targets, batch_size=64)  # 64 rows per forward
+    >>> maps.shape
+    torch.Size([2, 32, 32])
     """
     batch_size = _check_batch_size(batch_size)
     acts, _ = clean_forward(model, images, targets, layer, batch_size)
@@ -259,8 +271,14 @@ def ablationcam(
 ) -> torch.Tensor:
     """Ablation-CAM (Desai & Ramaswamy 2020): ``α_k = (y_c − y_c^(k)) / y_c``.
 
-    ``y_c^(k)`` is the logit with channel ``k`` of the target layer's output set to
-    zero. pytorch-grad-cam's ``AblationCAM`` does the same when the activation has a
+    ``S = Σ_k α_k A^k``; ``y_c^(k)`` is the logit with channel ``k`` of the target
+    layer's output set to zero, the layers after it re-run.
+
+    Desai & Ramaswamy, "Ablation-CAM: Visual Explanations for Deep Convolutional
+    Network via Gradient-free Localization", WACV 2020,
+    https://doi.org/10.1109/WACV45572.2020.9093360.
+
+     pytorch-grad-cam's ``AblationCAM`` does the same when the activation has a
     zero somewhere (always the case after a ReLU); when its minimum is not zero it
     ablates to ``min − 1e7`` instead, cumulatively within a batch, which makes its
     result depend on its batch size; cambench always zeroes. The formula has no
@@ -270,8 +288,15 @@ def ablationcam(
     The ablated logits come from the layers after the target layer only: the model
     is split with torch.fx, and the split is checked against the model's own logits
     before use. Models that cannot be traced or split, and models with forward hooks,
-    run whole forwards with the layer's output substituted (same result, slower). Channels that are already all
-    zero are not ablated (their weight is 0). ``batch_size`` rows per forward.
+    run whole forwards with the layer's output substituted (same result, slower).
+    Channels that are already all zero are not ablated (their weight is 0).
+    ``batch_size`` rows per forward.
+
+    >>> from cambench.saliency import explain
+    >>> from cambench.saliency.core import example_inputs
+    >>> model, images, targets = example_inputs()  # a seeded SmallResNet, 2 images
+    >>> explain("ablationcam", model, images, targets).shape
+    torch.Size([2, 32, 32])
     """
     batch_size = _check_batch_size(batch_size)
     acts, y, ablated = ablation_scores(model, images, targets, layer, batch_size)
