@@ -72,9 +72,10 @@ CASES = {
     "basic-bn2": (basic_resnet, "layer4.1.bn2"),
     "bottleneck-bn3": (bottleneck_resnet, "layer4.0.bn3"),
 }
-# Score-CAM runs one forward per channel: on the Bottleneck model it uses the first
-# stage's bn3 (256 channels) rather than the last one's (2048).
-SCORECAM_LAYER = {"basic-bn2": "layer4.1.bn2", "bottleneck-bn3": "layer1.0.bn3"}
+# Score-CAM and Ablation-CAM's whole-model fallback run one whole forward per channel:
+# on the Bottleneck model they use the first stage's bn3 (256 channels) rather than the
+# last one's (2048).
+PER_CHANNEL_LAYER = {"basic-bn2": "layer4.1.bn2", "bottleneck-bn3": "layer1.0.bn3"}
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +148,7 @@ def test_methods_use_the_layers_true_output(
 ):
     build, layer = CASES[case]
     if method == "scorecam":
-        layer = SCORECAM_LAYER[case]
+        layer = PER_CHANNEL_LAYER[case]
     model = build()
     images, targets = batch
     expected = own_capture(model, layer, images)
@@ -194,7 +195,7 @@ METHODS = {
 def test_maps_equal_those_of_the_out_of_place_model(case, method, batch):
     build, layer = CASES[case]
     if method == "scorecam":
-        layer = SCORECAM_LAYER[case]
+        layer = PER_CHANNEL_LAYER[case]
     model = build()
     images, targets = batch
     if method == "scorecam":  # one image: Score-CAM runs one forward per channel
@@ -238,3 +239,21 @@ def test_gradient_cams_keep_an_output_that_aliases_the_layers_input(batch, monke
     returned = spy(monkeypatch, gradient_cams, "activations_and_gradients")
     explain("gradcam", model, images, targets, layer="mark")
     assert torch.equal(returned[0][0], expected)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_ablation_by_whole_forwards_equals_the_out_of_place_model(case, batch):
+    """The fallback that substitutes the layer's output in whole forwards (models that
+    cannot be split) hands the model a fresh tensor per chunk."""
+    layer = PER_CHANNEL_LAYER[case]
+    model = CASES[case][0]()
+    images, targets = batch[0][:1], batch[1][:1]
+    twin = out_of_place(model)
+    _, y, ablated = score_cams.ablation_scores(
+        model, images, targets, module(model, layer), batch_size=64, split=False
+    )
+    _, y_ref, ablated_ref = score_cams.ablation_scores(
+        twin, images, targets, module(twin, layer), batch_size=64, split=False
+    )
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ablated, ablated_ref, rtol=0, atol=1e-5)

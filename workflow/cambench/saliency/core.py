@@ -132,7 +132,9 @@ def activations_and_gradients(
     """One forward and a backward from ``y_c`` down to ``layer`` only.
 
     Returns ``(A, G, logits)`` with ``G = ∂y_c/∂A``; images in a batch are independent
-    because each ``y_c`` depends on its own image only (eval-mode batch norm).
+    because each ``y_c`` depends on its own image only (eval-mode batch norm). ``A`` is
+    the capture's own leaf (:class:`LayerCapture`) and ``G`` a new tensor from
+    ``torch.autograd.grad``: the model holds neither.
     """
     with LayerCapture(layer, grad=True) as capture, torch.enable_grad():
         logits = model(images)
