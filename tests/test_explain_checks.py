@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cambench.saliency import METHODS, explain, register
-from cambench.saliency.core import activations
+from cambench.saliency.core import activations, all_finite
 
 # castream_attention needs a CA-Stream model; its checks are its owner's.
 GENERIC = sorted(set(METHODS) - {"castream_attention"})
@@ -225,3 +225,17 @@ def test_a_name_cannot_be_registered_twice(plugin):
     with raises("saliency method 'gradcam' registered twice"):
         register("gradcam")(one_map)
     assert METHODS["gradcam"].fn is not one_map
+
+
+@pytest.mark.parametrize(
+    ("values", "finite"),
+    [
+        ([1.0, -2.0], True),
+        ([3e38, 3e38], True),  # the sum overflows, the values do not
+        ([1.0, float("nan")], False),
+        ([float("inf"), 0.0], False),
+        ([float("inf"), float("-inf")], False),
+    ],
+)
+def test_all_finite(values, finite):
+    assert all_finite(torch.tensor(values, dtype=torch.float32)) is finite

@@ -47,7 +47,7 @@ from cambench.saliency import (  # noqa: F401  (registers methods)
     opticam,
     score_cams,
 )
-from cambench.saliency.core import finalize_maps, frozen_eval, minmax_normalize
+from cambench.saliency.core import all_finite, finalize_maps, frozen_eval, minmax_normalize
 from cambench.saliency.layers import default_layer_name, resolve_layer
 from cambench.saliency.registry import METHODS, Method, MethodFn, get_method, register
 
@@ -88,7 +88,7 @@ def _check_raw(raw: object, batch: int, name: str) -> None:
         raise ValueError(
             f"saliency method {name!r} returned {shape}; expected a ({batch}, h, w) tensor"
         )
-    if not torch.isfinite(raw).all():
+    if not all_finite(raw):
         raise ValueError(
             f"saliency method {name!r} returned non-finite values (NaN or inf), shape {shape}"
         )

@@ -32,6 +32,12 @@ def frozen_eval(model: nn.Module) -> Iterator[None]:
             m.training = mode
 
 
+def all_finite(values: torch.Tensor) -> bool:
+    """Whether no value is NaN or ±inf; one sum for the common case (a NaN or an inf
+    makes the sum non-finite), the elementwise test only when the sum overflows."""
+    return bool(torch.isfinite(values.sum())) or bool(torch.isfinite(values).all())
+
+
 def check_targets(targets: torch.Tensor, num_classes: int) -> None:
     """ValueError naming the first target outside ``[0, num_classes)``."""
     bad = targets[(targets < 0) | (targets >= num_classes)]
@@ -55,13 +61,13 @@ def check_logits(logits: torch.Tensor, targets: torch.Tensor | None = None) -> N
         )
     if targets is not None:
         check_targets(targets, logits.shape[1])
-    if not torch.isfinite(logits).all():
+    if not all_finite(logits):
         raise ValueError("non-finite logits (NaN or inf) from the model: no saliency map")
 
 
 def check_gradients(grads: torch.Tensor) -> None:
     """ValueError if a gradient is NaN or inf (a map built from it would be meaningless)."""
-    if not torch.isfinite(grads).all():
+    if not all_finite(grads):
         raise ValueError("non-finite gradients (NaN or inf) of the target logits: no saliency map")
 
 
