@@ -20,10 +20,14 @@ def _small_resnet() -> nn.Module:
 def _model(name: str) -> nn.Module:
     if name == "castream":
         return CAStream(_small_resnet()).eval()  # freezes the base it wraps
+    if name == "castream_mobilenet":
+        torch.manual_seed(0)
+        base = build_model({"kind": "baseline", "arch": "mobilenet_v2"}, 10)
+        return CAStream(perturb_batchnorm(base).eval()).eval()
     return _small_resnet() if name == "small_resnet" else small_mobilenet()
 
 
-@pytest.mark.parametrize("name", ["small_resnet", "castream", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["small_resnet", "castream", "castream_mobilenet", "mobilenet_v2"])
 def test_copy_computes_the_models_logits(name):
     model = _model(name)
     x = torch.rand(5, 3, 64, 64, generator=torch.Generator().manual_seed(1))

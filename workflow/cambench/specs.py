@@ -264,8 +264,11 @@ def parse_config(config: dict[str, Any]) -> Experiment:
             "images (eval.n_images) would leave shards empty"
         )
     m = config["metrics"]
-    from cambench.metrics.protocols import PROTOCOL_KEYS
+    from cambench.metrics.protocols import PROTOCOL_KEYS, resolve_protocol
 
+    # the protocol must agree with the config before any job runs (the metrics job
+    # resolves it again for the images' actual height)
+    resolve_protocol(m, int(config["dataset"]["image_size"]), evaluation.target)
     metrics = MetricsSpec(
         protocol={k: v for k, v in m.items() if k in PROTOCOL_KEYS},
         forward_batch_size=int(m["forward_batch_size"]),

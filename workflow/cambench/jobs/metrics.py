@@ -122,10 +122,14 @@ def run(
             batch_size=int(settings["forward_batch_size"]),
         )
         loc = localization(maps, split.masks[idx].to(device), tolerance=tolerance)
+        # table values (percent): AD/AI/AG scale before their division (the rounding
+        # of a computation in percent), the others are scaled fractions
         values = {
-            "AD": conf.drop(),
-            "AI": conf.increase(),
-            "AG": conf.gain(),
+            "AD": conf.drop(scale=BY_COLUMN["AD"].scale),
+            "AI": conf.increase(scale=BY_COLUMN["AI"].scale),
+            "AG": conf.gain(scale=BY_COLUMN["AG"].scale),
+        }
+        fractions = {
             "insertion": curves.insertion_auc,
             "deletion": curves.deletion_auc,
             "pointing_game": loc.pointing,
@@ -140,7 +144,10 @@ def run(
             "o": conf.o.cpu().numpy(),
         }
         for column in COLUMNS:
-            row[column] = BY_COLUMN[column].scale * values[column].cpu().numpy()
+            if column in values:
+                row[column] = values[column].cpu().numpy()
+            else:
+                row[column] = BY_COLUMN[column].scale * fractions[column].cpu().numpy()
         rows.append(row)
         ins_curves.append(curves.insertion.cpu().numpy())
         del_curves.append(curves.deletion.cpu().numpy())

@@ -187,22 +187,25 @@ class ConfidenceChange:
     p: torch.Tensor
     o: torch.Tensor
 
-    def drop(self) -> torch.Tensor:
-        """``max(0, p - o) / p`` (Average Drop term; 0 where ``p == 0``)."""
+    # ``scale`` multiplies before the division: ``scale=100`` gives the tables' percent
+    # with the same rounding as computing in percent; ``scale=1`` (a fraction) is exact.
+
+    def drop(self, scale: float = 1.0) -> torch.Tensor:
+        """``scale · max(0, p - o) / p`` (Average Drop term; 0 where ``p == 0``)."""
         p, o = self.p, self.o
         safe = torch.where(p > 0, p, torch.ones_like(p))
-        return torch.where(p > 0, (p - o).clamp_min(0) / safe, torch.zeros_like(p))
+        return torch.where(p > 0, scale * (p - o).clamp_min(0) / safe, torch.zeros_like(p))
 
-    def increase(self) -> torch.Tensor:
-        """``[p < o]`` as float (Average Increase term)."""
-        return (self.p < self.o).to(self.p.dtype)
+    def increase(self, scale: float = 1.0) -> torch.Tensor:
+        """``scale · [p < o]`` as float (Average Increase term)."""
+        return scale * (self.p < self.o).to(self.p.dtype)
 
-    def gain(self) -> torch.Tensor:
-        """``max(0, o - p) / (1 - p)`` (Average Gain term; 0 where ``p == 1``)."""
+    def gain(self, scale: float = 1.0) -> torch.Tensor:
+        """``scale · max(0, o - p) / (1 - p)`` (Average Gain term; 0 where ``p == 1``)."""
         p, o = self.p, self.o
         room = 1.0 - p
         safe = torch.where(room > 0, room, torch.ones_like(room))
-        return torch.where(room > 0, (o - p).clamp_min(0) / safe, torch.zeros_like(p))
+        return torch.where(room > 0, scale * (o - p).clamp_min(0) / safe, torch.zeros_like(p))
 
 
 @torch.no_grad()

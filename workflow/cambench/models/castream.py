@@ -387,7 +387,8 @@ class CAStream(nn.Module):
             if position in self.blocks_at:
                 token, logits = cross_attention_pool(features, token)
                 if position == last:
-                    attention = logits.view(features.shape[0], *features.shape[2:])
+                    # indexed, not star-unpacked: torch.fx traces it (batch-norm folding)
+                    attention = logits.view(features.shape[0], features.shape[2], features.shape[3])
             token = proj(token)
         assert attention is not None  # blocks_at is non-empty
         return token, attention
