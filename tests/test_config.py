@@ -109,7 +109,9 @@ def test_check_config_names_the_key():
 
 
 def test_method_parameter_types_are_checked_naming_the_key():
-    with pytest.raises(ValueError, match=r"'methods.random.seed': expected int like the default 0, got 'seven'"):
+    with pytest.raises(
+        ValueError, match=r"'methods.random.seed': expected int like the default 0, got 'seven'"
+    ):
         check_config({"methods": {"random": {"seed": "seven"}}})
     check_config({"methods": {"opticam": {"lr": 1}}})  # an int where a float is expected
 
