@@ -2,7 +2,10 @@
 
 The module fixture brings up a one-node SLURM cluster on this machine (root, apt), runs
 the tiny experiment once locally and once through Snakemake's SLURM executor plugin
-with profiles/slurm, and the tests compare the two. Deselect with ``-m "not slurm"``.
+with profiles/slurm, and the tests compare the two. Because that installs packages and
+starts daemons, those tests run only when asked: ``CAMBENCH_SLURM_TESTS=1 pytest``
+(``.ci/run`` sets it); otherwise they are skipped with a message that says so. The dry
+run of profiles/slurm changes nothing and always runs. Deselect all with ``-m "not slurm"``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,15 @@ SLURM_RULES = {"train", "saliency", "metrics"}  # everything else is a localrule
 # The default config also runs the randomization sanity check, a GPU job too.
 GPU_RULES = SLURM_RULES | {"randomization"}
 RUN_TIMEOUT_S = 1500
+OPT_IN = "CAMBENCH_SLURM_TESTS"
+OPT_IN_SKIP = (
+    f"the SLURM cluster tests install SLURM, munge and MariaDB with apt-get and start their "
+    f"daemons; run them with {OPT_IN}=1 pytest (as root on Debian/Ubuntu)"
+)
+
+
+def opted_in() -> bool:
+    return os.environ.get(OPT_IN, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def plugin_installed() -> bool:
@@ -49,6 +61,8 @@ def require_plugin() -> None:
 
 
 def cluster_skip_reason() -> str | None:
+    if not opted_in():
+        return OPT_IN_SKIP
     if os.geteuid() != 0:
         return "the SLURM test cluster needs root (tests/cluster/slurm-up.sh)"
     if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
@@ -271,3 +285,23 @@ def test_slurm_profile_requests_gpus_on_the_default_config(tmp_path):
     for rule in set(resources) - GPU_RULES:
         for res in resources[rule]:
             assert "gpu=" not in res, (rule, res)
+
+
+def test_cluster_tests_are_opt_in_and_the_skip_says_how(tmp_path):
+    """Without the variable, a cluster test is skipped (nothing is installed or started),
+    and the skip reason names the variable that turns it on."""
+    env = {k: v for k, v in os.environ.items() if k != OPT_IN}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", str(Path(__file__)), "-q", "-rs", "-p", "no:cacheprovider"]
+        + ["-k", "test_saliency_maps_equal_the_local_run", "--basetemp", str(tmp_path / "t")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert re.search(r"\b1 skipped\b", out) and " passed" not in out, out
+    skips = [line for line in out.splitlines() if line.startswith("SKIPPED")]
+    assert len(skips) == 1 and f"{OPT_IN}=1 pytest" in skips[0], out
