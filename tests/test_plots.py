@@ -13,6 +13,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_rgba
 
 import cambench
 from cambench.plots import (
@@ -26,7 +27,9 @@ from cambench.plots import (
     plot_summary_heatmap,
     plot_training,
 )
-from cambench.plots.summary_heatmap import SUMMARY_COLUMNS, goodness
+from cambench.plots.bars import metric_bars_figure
+from cambench.plots.summary_heatmap import METRICS, SUMMARY_COLUMNS, goodness
+from cambench.plots.training import training_figure
 
 METHODS = ["gradcam", "scorecam", "random", "some_new_method"]
 N, H, W, STEPS = 10, 16, 16, 8
@@ -205,6 +208,39 @@ def test_metric_bars(tmp_path, with_ci):
     check_png(out)
 
 
+def test_metric_bars_legend_has_a_swatch_for_every_method(tmp_path):
+    """castream_attention runs on the CA-Stream model only: it has no bar for the first
+    model, and still its legend entry is a visible swatch in its colour. Sanity baselines
+    are hatched in the legend as in the panels."""
+    csv = write_summary(tmp_path / "summary.csv")
+    df = pd.read_csv(csv)
+    only_castream = df[df["model"] == "castream"].head(1).assign(method="castream_attention")
+    pd.concat([df, only_castream]).to_csv(csv, index=False)
+    methods = [*METHODS, "castream_attention"]
+
+    fig = metric_bars_figure(csv)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == methods
+    for method, handle in zip(methods, legend.legend_handles, strict=True):
+        assert handle.get_visible(), method
+        assert handle.get_facecolor() == to_rgba(METHOD_COLORS.get(method, method_color(method)))
+        assert bool(handle.get_hatch()) == (method in ("fakecam", "random")), method
+        # the swatch is the colour and hatch of the method's bars in every panel
+        bars = [
+            bar
+            for ax in fig.axes
+            for container in ax.containers
+            if container.get_label() == method
+            for bar in container.patches
+            if bar.get_visible()
+        ]
+        assert len(bars) == len(METRICS) * (1 if method == "castream_attention" else 2) - (
+            method == METHODS[-1]  # write_summary's one NaN (castream, pointing game)
+        )
+        assert {bar.get_facecolor() for bar in bars} == {handle.get_facecolor()}
+        assert {bar.get_hatch() for bar in bars} == {handle.get_hatch()}
+
+
 def test_metric_bars_bad_input(tmp_path):
     csv = write_summary(tmp_path / "summary.csv", drop="AG")
     with pytest.raises(ValueError, match="AG"):
@@ -377,6 +413,44 @@ def test_training(tmp_path, extra):
         plain = tmp_path / "plain.png"
         plot_training(files[:1], plain)
         assert image.shape[0] > mpimg.imread(plain).shape[0] * 1.4
+
+
+def panel_titles_and_curves(fig) -> list[tuple[str, tuple]]:
+    """(title, the y values of its non-empty lines) of every visible panel."""
+    return [
+        (
+            ax.get_title(),
+            tuple(tuple(line.get_ydata()) for line in ax.lines if len(line.get_xdata())),
+        )
+        for ax in fig.axes
+        if ax.get_visible()
+    ]
+
+
+def test_training_baseline_has_no_repeated_panel(tmp_path):
+    """A baseline's cross-entropy is its training loss: no second panel repeats it. With
+    gradalign, whose loss adds λ·L_R, the cross-entropy panel is drawn, for both models."""
+    baseline = write_history(tmp_path / "baseline.json", "baseline", extra=True)
+    history = json.loads(baseline.read_text())
+    for epoch in history["epochs"]:
+        epoch["train_ce"] = epoch["train_loss"]  # what training logs for a plain CE loss
+        del epoch["train_reg"]
+    baseline.write_text(json.dumps(history))
+
+    panels = panel_titles_and_curves(training_figure([baseline]))
+    titles = [title for title, _ in panels]
+    assert titles == ["training loss", "accuracy", "gradient alignment (held-out batch)"]
+    curves = [curve for _, curve in panels]
+    assert len(set(curves)) == len(curves)  # no two panels draw the same data
+
+    gradalign = write_history(tmp_path / "gradalign.json", "gradalign", extra=True)
+    panels = dict(panel_titles_and_curves(training_figure([baseline, gradalign])))
+    assert len(panels) == 5
+    ce = panels["cross-entropy (train)"]
+    assert ce == (
+        tuple(1.0 / e for e in range(1, 6)),  # the baseline: its loss
+        tuple(0.8 / e for e in range(1, 6)),  # gradalign's CE, below its loss
+    )
 
 
 def test_training_bad_input(tmp_path):

@@ -6,21 +6,42 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from cambench.metric_table import METRICS as METRIC_TABLE
-from cambench.plots.style import method_color, new_figure, save_figure, styled
+from cambench.plots.style import BASELINE_METHODS, method_color, new_figure, save_figure, styled
 from cambench.plots.summary_heatmap import METRICS, read_summary
 
 TITLES = {m.column: m.title for m in METRIC_TABLE}
 
 
-@styled
+def _bar_style(method: str) -> dict:
+    """Colour, edge and hatch of ``method``'s bars (sanity baselines hatched)."""
+    baseline = method in BASELINE_METHODS
+    return {
+        "facecolor": method_color(method),
+        "edgecolor": "#444444" if baseline else "white",
+        "hatch": "///" if baseline else None,
+    }
+
+
 def plot_metric_bars(summary_csv: str | os.PathLike, out_png: str | os.PathLike) -> None:
     """One panel per metric of ``summary.csv``: for each model (x axis) one bar per
     method, its height the mean over the images (percent) and its whisker the confidence
     interval (columns ``<metric>_ci_low`` / ``<metric>_ci_high``, when present). Methods
     keep their colour in every panel; sanity baselines are hatched. The title of each
-    panel says whether lower or higher is better.
+    panel says whether lower or higher is better. The figure is
+    :func:`metric_bars_figure`'s.
+    """
+    save_figure(metric_bars_figure(summary_csv), out_png)
+
+
+@styled
+def metric_bars_figure(summary_csv: str | os.PathLike) -> Figure:
+    """The figure of :func:`plot_metric_bars`, not saved. Its legend has one swatch per
+    method of the summary, in the method's colour and hatch, whichever models it ran on
+    (a method that applies to some models only, e.g. ``castream_attention``, included).
     """
     df = read_summary(summary_csv)
     models = list(dict.fromkeys(df["model"]))
@@ -42,11 +63,9 @@ def plot_metric_bars(summary_csv: str | os.PathLike, out_png: str | os.PathLike)
                 positions,
                 np.nan_to_num(mean),
                 width=width * 0.92,
-                color=method_color(method),
-                edgecolor="white" if method not in ("fakecam", "random") else "#444444",
                 linewidth=0.4,
-                hatch="///" if method in ("fakecam", "random") else None,
                 label=method,
+                **_bar_style(method),
             )
             for bar, value in zip(bars, mean, strict=True):
                 if not np.isfinite(value):
@@ -77,16 +96,17 @@ def plot_metric_bars(summary_csv: str | os.PathLike, out_png: str | os.PathLike)
         ax.set_visible(False)
     for row in axes:
         row[0].set_ylabel("percent")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    # One swatch per method, drawn here: a panel's own handles copy the first bar of each
+    # method, which is hidden where the first model has no value for it.
+    handles = [Patch(linewidth=0.4, label=m, **_bar_style(m)) for m in methods]
     n_text = f"n = {int(df['n_images'].min())}" + (
         f"–{int(df['n_images'].max())}" if df["n_images"].nunique() > 1 else ""
     )
     fig.legend(
-        handles,
-        labels,
+        handles=handles,
         loc="outside lower center",
         ncol=-(-len(methods) // -(-len(methods) // 5)),  # rows of at most 5, balanced
         frameon=False,
         title=f"method (bars: mean; whiskers: confidence interval; {n_text} images)",
     )
-    save_figure(fig, out_png)
+    return fig

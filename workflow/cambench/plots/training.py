@@ -8,6 +8,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from cambench.plots.style import model_color, new_figure, save_figure, styled
 
 REQUIRED_EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "test_acc")
@@ -19,6 +21,9 @@ EXTRA_PANELS = {
     "train_reg": ("alignment term $L_R$ (train)", "$L_R$"),
     "grad_cosine": ("gradient alignment (held-out batch)", "cos(gradient, guided gradient)"),
 }
+# Extra keys that repeat another key unless the objective adds a term: cross-entropy is
+# the whole training loss of a baseline; it gets a panel only where some model's differs.
+SAME_AS = {"train_ce": "train_loss"}
 PANEL_W, PANEL_H = 3.4, 2.5
 MAX_PANELS_PER_ROW = 3
 
@@ -65,14 +70,26 @@ def _series(history: dict, key: str) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
+def _repeats(histories: list[dict], key: str, other: str) -> bool:
+    """Whether ``key`` equals ``other`` (up to float rounding) wherever both are logged."""
+    for history in histories:
+        for epoch in history["epochs"]:
+            a, b = epoch.get(key), epoch.get(other)
+            if _is_number(a) and not (_is_number(b) and math.isclose(a, b, rel_tol=1e-6)):
+                return False
+    return True
+
+
 def _extra_keys(histories: list[dict]) -> list[str]:
+    """The numeric per-epoch keys beyond the standard ones, in order of appearance,
+    without those that only repeat another key (:data:`SAME_AS`)."""
     keys: dict[str, None] = {}
     for history in histories:
         for epoch in history["epochs"]:
             for key, value in epoch.items():
                 if key not in STANDARD_EPOCH_KEYS and _is_number(value):
                     keys[key] = None
-    return list(keys)
+    return [k for k in keys if not (k in SAME_AS and _repeats(histories, k, SAME_AS[k]))]
 
 
 def _legend_label(history: dict) -> str:
@@ -89,14 +106,22 @@ def _legend_label(history: dict) -> str:
     return f"{label}: {', '.join(details)}" if details else label
 
 
-@styled
 def plot_training(history_jsons: Sequence[str | os.PathLike], out_png: str | os.PathLike) -> None:
     """Loss and accuracy per epoch for every model, plus one panel per extra logged key.
 
     Each model has one colour in every panel; in the accuracy panel the training accuracy
     is dashed and the test accuracy solid. Extra numeric per-epoch keys (e.g. ``train_ce``,
-    ``train_reg``, ``grad_cosine``) get a panel each, drawn for the models that log them.
+    ``train_reg``, ``grad_cosine``) get a panel each, drawn for the models that log them;
+    ``train_ce`` only when it differs from the training loss for some model (an added
+    term such as gradalign's), not for baselines alone, whose loss it repeats. The
+    figure is :func:`training_figure`'s.
     """
+    save_figure(training_figure(history_jsons), out_png)
+
+
+@styled
+def training_figure(history_jsons: Sequence[str | os.PathLike]) -> Figure:
+    """The figure of :func:`plot_training`, not saved."""
     if isinstance(history_jsons, (str, os.PathLike)) or not history_jsons:
         raise ValueError(f"history_jsons must be a non-empty list of files, got {history_jsons!r}")
     histories = [read_history(p) for p in history_jsons]
@@ -156,4 +181,4 @@ def plot_training(history_jsons: Sequence[str | os.PathLike], out_png: str | os.
         ncol=min(len(model_lines), 3),
         frameon=False,
     )
-    save_figure(fig, out_png)
+    return fig
