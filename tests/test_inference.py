@@ -9,7 +9,7 @@ from torch import nn
 
 from cambench.models import build_model
 from cambench.models.castream import CAStream
-from cambench.models.inference import ChannelsLastInput, has_forward_hooks, inference_copy
+from cambench.models.inference import InferenceCopy, has_forward_hooks, inference_copy
 
 
 def _small_resnet() -> nn.Module:
@@ -36,9 +36,9 @@ def test_copy_computes_the_models_logits(name):
         expected, got = model(x), fast(x)
     torch.testing.assert_close(got, expected, atol=1e-4 * expected.abs().max().item(), rtol=0)
     # batch norm is folded into the convolutions (nothing left to normalize with)
-    inner = fast.model if isinstance(fast, ChannelsLastInput) else fast
+    inner = fast.model
     assert not any(isinstance(m, nn.BatchNorm2d) for m in inner.modules())
-    assert isinstance(fast, ChannelsLastInput)  # CPU: channels-last weights and inputs
+    assert isinstance(fast, InferenceCopy) and fast.channels_last  # CPU: channels-last
     conv = next(m for m in inner.modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 

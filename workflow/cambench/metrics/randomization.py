@@ -7,7 +7,7 @@ and so on down to the stem. At each step every method's maps are recomputed on t
 images for the same classes, and compared with the maps of the trained model by the
 Spearman rank correlation of the flattened maps (per image; mean over images). A map
 that explains the model must change when the model is destroyed; a method whose maps
-keep a correlation of at least ``threshold`` (0.99) at every step is **model
+keep a correlation of at least ``threshold`` (the config's ``sanity.threshold``) at every step is **model
 independent** and is flagged in the summary (Fake-CAM and Random are, by construction).
 """
 
@@ -22,17 +22,15 @@ import torch
 from torch import nn
 
 from cambench.metrics.statistics import average_ranks
+from cambench.saliency import explain
 
 __all__ = [
-    "DEFAULT_THRESHOLD",
     "RandomizationResult",
     "cascade_blocks",
     "randomization_test",
     "reinitialize",
     "spearman",
 ]
-
-DEFAULT_THRESHOLD = 0.99
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -127,7 +125,7 @@ class RandomizationResult:
     def mean(self) -> torch.Tensor:
         return self.correlation.mean(dim=1)
 
-    def model_independent(self, threshold: float = DEFAULT_THRESHOLD) -> bool:
+    def model_independent(self, threshold: float) -> bool:
         """True when the mean correlation stays ``>= threshold`` at every step."""
         return bool((self.mean()[1:] >= threshold).all())
 
@@ -177,8 +175,6 @@ def randomization_test(
         >>> result.model_independent()  # Fake-CAM ignores the model
         True
     """
-    from cambench.saliency import explain
-
     params = dict(params or {})
 
     def maps_of(net: nn.Module) -> torch.Tensor:

@@ -61,6 +61,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.models import ConvNeXt, MobileNetV2, ResNet
+
+from cambench.models.small_resnet import SmallResNet
+from cambench.models.torchvision_models import RESNET_STEM, TorchvisionClassifier
 
 POSITIONS = ("stem", "layer1", "layer2", "layer3", "layer4")
 # Initialisations of the projections W_ℓ (see the module doc).
@@ -213,11 +217,6 @@ def _convnext_layout(base: nn.Module, normalize: bool) -> StreamLayout:
 
 def stream_layout(base: nn.Module) -> StreamLayout:
     """The :class:`StreamLayout` of a supported base model; ``ValueError`` otherwise."""
-    from torchvision.models import ConvNeXt, MobileNetV2, ResNet
-
-    from cambench.models.small_resnet import SmallResNet
-    from cambench.models.torchvision_models import RESNET_STEM, TorchvisionClassifier
-
     if isinstance(base, SmallResNet):
         return _resnet_layout(("normalize", "stem"))
     if isinstance(base, ResNet):

@@ -50,15 +50,20 @@ def _fold_batch_norm(model: nn.Module) -> nn.Module:
         return model
 
 
-class ChannelsLastInput(nn.Module):
-    """Feeds ``model`` its input in ``channels_last`` layout (the layout of its weights)."""
+class InferenceCopy(nn.Module):
+    """What :func:`inference_copy` returns: the folded copy, fed its input in
+    ``channels_last`` layout when its weights are (CPU). A type of its own, so that a
+    caller can tell a copy from a model without an attribute riding on the module."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, channels_last: bool) -> None:
         super().__init__()
         self.model = model
+        self.channels_last = channels_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.contiguous(memory_format=torch.channels_last))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
 
 
 def inference_copy(model: nn.Module, device: torch.device | str | None = None) -> nn.Module:
@@ -68,14 +73,16 @@ def inference_copy(model: nn.Module, device: torch.device | str | None = None) -
     it picks the memory format. Use the copy under ``torch.no_grad()`` only: its weights
     do not require grad. Given a copy, returns it unchanged (no second copy).
     """
-    if getattr(model, "is_inference_copy", False):
+    if isinstance(model, InferenceCopy):
         return model  # already one: a caller may make it once for many metric calls
     fast = copy.deepcopy(model).eval().requires_grad_(False)
     fast = _fold_batch_norm(fast)
     if device is None:
         first = next(fast.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
-    if torch.device(device).type == "cpu":
-        fast = ChannelsLastInput(fast.to(memory_format=torch.channels_last))
-    fast.is_inference_copy = True
-    return fast.eval()  # fx's new GraphModule and the wrapper start in train mode
+    channels_last = torch.device(device).type == "cpu"
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    return InferenceCopy(
+        fast, channels_last
+    ).eval()  # fx's new GraphModule and the wrapper start in train mode
