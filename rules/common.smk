@@ -1,6 +1,7 @@
 # The configuration, parsed once (cambench.specs), and the names every rule file uses.
 # All config logic lives here; the other rule files only wire paths and params.
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -9,7 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # import this chec
 from cambench.data import preparation_config
 from cambench.data.augment import resolve_augment
 from cambench.models import weights_file
-from cambench.provenance import stage_digest
+from cambench.provenance import model_digest, stage_digest
 from cambench.specs import apply_experiment, as_json, parse_config, reference_pairs
 
 apply_experiment(config, workflow.config_settings.overwrite_config)
@@ -30,10 +31,16 @@ ENV = "../envs/cambench.yaml"
 # Rules run `python -m cambench` from this checkout, whether or not it is pip-installed
 # (and inside a conda env that holds only the dependencies).
 PACKAGE_DIR = str(Path(workflow.basedir) / "workflow")
+# Every job loads the config's plug-ins (cambench.plugins) before it runs.
+PLUGINS_ENV = (
+    shlex.quote(as_json(list(EXP.plugins))).replace("{", "{{").replace("}", "}}")
+)
 shell.prefix(
     "set -euo pipefail; export PYTHONPATH="
     + PACKAGE_DIR
-    + "${{PYTHONPATH:+:$PYTHONPATH}}; "
+    + "${{PYTHONPATH:+:$PYTHONPATH}}; export CAMBENCH_PLUGINS="
+    + PLUGINS_ENV
+    + "; "
 )
 
 
@@ -43,8 +50,27 @@ wildcard_constraints:
     shard=r"\d+",
 
 
+def one_of(names):
+    """A wildcard constraint matching exactly ``names`` (none: matches nothing)."""
+    return "|".join(map(re.escape, names)) or "(?!)"
+
+
+# Evaluation-only models (kind: pretrained) are converted (rule convert), the others trained.
+PRETRAINED = [m for m in MODELS if EXP.models[m].is_pretrained]
+TRAINED = [m for m in MODELS if not EXP.models[m].is_pretrained]
+
+
 def model_json(wildcards):
     return as_json(EXP.models[wildcards.model].config)
+
+
+def train_code(wildcards):
+    """The train job's code digest, with the plug-in file of the model's arch."""
+    return model_digest("train", EXP.models[wildcards.model].config)
+
+
+def convert_code(wildcards):
+    return model_digest("convert", EXP.models[wildcards.model].config)
 
 
 def train_processes(wildcards):
@@ -131,8 +157,9 @@ STATISTICS = as_json(
 EXPERIMENT_FIGURES = {
     "summary_heatmap": [f"{RESULTS}/summary.csv"],
     "metric_bars": [f"{RESULTS}/summary.csv"],
-    "training": [f"{RESULTS}/models/{m}.json" for m in MODELS],
 }
+if TRAINED:  # training curves: converted models have none
+    EXPERIMENT_FIGURES["training"] = [f"{RESULTS}/models/{m}.json" for m in TRAINED]
 if RANDOMIZATION_CSVS:
     EXPERIMENT_FIGURES["randomization"] = RANDOMIZATION_CSVS
 MODEL_FIGURES = {

@@ -19,7 +19,7 @@ rule train:
         runtime=240,
         gpu=lambda w: GPU * train_processes(w),
     params:
-        code=stage_digest("train"),
+        code=train_code,
         model=model_json,
         device=EXP.device,
         augment=AUGMENT_JSON,

@@ -214,15 +214,20 @@ def plugin():
 
 
 def test_a_registered_methods_wrong_output(plugin, small_resnet, images, targets):
-    with raises("saliency method 'test_plugin' returned (1, 32, 32); expected a (6, h, w) tensor"):
+    with raises(
+        "saliency method 'test_plugin' returned (1, 32, 32); expected a (6, h, w) tensor "
+        f"(plug-in {__file__})"
+    ):
         explain(plugin, small_resnet, images, targets)
     assert explain(plugin, small_resnet, images, targets, rows=6).shape == (6, 32, 32)
 
 
 def test_a_name_cannot_be_registered_twice(plugin):
-    with raises("saliency method 'test_plugin' registered twice"):
+    with raises(
+        f"saliency method 'test_plugin' registered twice ('test_plugin' (plug-in {__file__}) exists)"
+    ):
         register("test_plugin")(one_map)
-    with raises("saliency method 'gradcam' registered twice"):
+    with raises("saliency method 'gradcam' registered twice ('gradcam' exists)"):
         register("gradcam")(one_map)
     assert METHODS["gradcam"].fn is not one_map
 

@@ -65,7 +65,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 def _train_argv(args: argparse.Namespace, threads: int) -> list[str]:
     """The ``train`` command line of ``args`` with ``threads``: what each torchrun
     worker runs (keep in step with the train parser; tests/test_ddp.py checks)."""
-    argv = [
+    # a plug-in list given on the command line reaches the workers the same way
+    # (CAMBENCH_PLUGINS, the rules' way, is inherited with the environment)
+    argv = [f"--plugins={json.dumps(args.plugins)}"] if args.plugins is not None else []
+    argv += [
         "train",
         f"--train={args.train}",
         f"--test={args.test}",
@@ -84,6 +87,20 @@ def _train_argv(args: argparse.Namespace, threads: int) -> list[str]:
     if args.no_progress:
         argv.append("--no-progress")
     return argv
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from cambench.jobs import convert
+
+    convert.run(
+        args.name,
+        args.model,
+        args.test,
+        args.out_model,
+        args.out_history,
+        args.batch_size,
+        _runtime(args),
+    )
 
 
 def cmd_saliency(args: argparse.Namespace) -> None:
@@ -189,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     from cambench import __version__
 
     parser.add_argument("--version", action="version", version=f"cambench {__version__}")
+    parser.add_argument(
+        "--plugins",
+        type=_json,
+        default=None,
+        help="plug-ins to import before the step runs, as a JSON list of Python files "
+        "(relative to the working directory) or module names (default: the JSON list in "
+        "$CAMBENCH_PLUGINS, which the workflow's rules set from the config's plugins:). "
+        "Installed cambench.plugins entry points are always loaded",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
@@ -238,6 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_runtime(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "convert",
+        help="an evaluation-only (kind: pretrained) model into a cambench checkpoint and a "
+        "history with its test accuracy",
+    )
+    p.add_argument("--test", required=True, help="test split (.h5), for the accuracy")
+    p.add_argument("--model", type=_json, required=True, help="the model's config entry, as JSON")
+    p.add_argument("--name", required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--out-model", required=True)
+    p.add_argument("--out-history", required=True)
+    _add_runtime(p)
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("saliency", help="compute one shard of saliency maps into HDF5")
     p.add_argument("--model", required=True, help="checkpoint (.pt)")
@@ -373,8 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cambench.plugins import load_plugins, plugins_from_env
+
     args = build_parser().parse_args(argv)
     try:
+        load_plugins(plugins_from_env() if args.plugins is None else args.plugins)
         args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"cambench {args.command}: error: {err}", file=sys.stderr)

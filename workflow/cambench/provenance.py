@@ -18,6 +18,10 @@ import types
 from collections.abc import Iterator
 from typing import Any
 
+from cambench.models.external import ARCH_FACTORIES
+from cambench.plugins import source_digest
+from cambench.saliency import get_method
+
 PACKAGE = "cambench"
 
 
@@ -75,12 +79,14 @@ def _references(obj: Any) -> Iterator[Any]:
 
 
 def code_closure(*roots: Any) -> list[Any]:
-    """Every package function, class and module reachable from ``roots``."""
+    """Every package function, class and module reachable from ``roots`` (a root
+    outside the package, e.g. a plug-in's method, is followed into the package too)."""
     seen: dict[int, Any] = {}
     stack = list(roots)
+    root_ids = {id(r) for r in roots}
     while stack:
         obj = stack.pop()
-        if id(obj) in seen or not _in_package(obj):
+        if id(obj) in seen or not (_in_package(obj) or id(obj) in root_ids):
             continue
         if not (
             inspect.isfunction(obj) or inspect.isclass(obj) or isinstance(obj, types.ModuleType)
@@ -119,6 +125,7 @@ STAGES = {
     "summary": "summarize",
     "plots": "plot",
     "sanity": "sanity",
+    "convert": "convert",
 }
 
 
@@ -127,13 +134,36 @@ def stage_digest(stage: str, method: str | None = None) -> str:
     """The code digest of one workflow stage: its job's ``run`` and everything it
     reaches (``saliency`` and ``sanity`` also need the method, whose function is not
     reachable by name from the job)."""
-    from cambench.saliency import get_method
-
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
     job = importlib.import_module(f"cambench.jobs.{STAGES[stage]}")
     if stage in ("saliency", "sanity"):
         if method is None:
             raise ValueError(f"the {stage} stage's digest needs the method")
-        return code_digest(job.run, get_method(method).fn)
+        fn = get_method(method).fn
+        return _with_plugin(code_digest(job.run, fn), source_digest(fn))
     return code_digest(job.run)
+
+
+def _with_plugin(digest: str, plugin: str) -> str:
+    """``digest``, extended by a plug-in file's digest where there is one (cambench's
+    own methods and architectures keep their digest as it was)."""
+    return f"{digest}+{plugin}" if plugin else digest
+
+
+def arch_digest(model_config: dict[str, Any]) -> str:
+    """The digest of the plug-in file that registers a model config's ``arch`` (``""``
+    for torchvision:, timm: and cambench's archs): it enters the code digest of the
+    job that builds the model, so editing the plug-in rebuilds it and what follows."""
+    factory = ARCH_FACTORIES.get(model_config.get("arch", ""))
+    return source_digest(factory) if factory is not None else ""
+
+
+@functools.cache
+def _stage(stage: str) -> str:
+    return stage_digest(stage)
+
+
+def model_digest(stage: str, model_config: dict[str, Any]) -> str:
+    """The code digest of the job (``train`` or ``convert``) that makes one model."""
+    return _with_plugin(_stage(stage), arch_digest(model_config))

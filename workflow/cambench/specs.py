@@ -23,14 +23,35 @@ from typing import Any
 # default's list of methods for the sanity check, which names methods).
 REPLACED_KEYS = ("models", "methods", "sanity")
 
-KINDS = ("baseline", "castream", "gradalign")
+KINDS = ("baseline", "castream", "gradalign", "pretrained")
 # Keys that only one kind reads, and keys a castream model takes from its base.
 ONLY_FOR = {
     "base": "castream",
     "blocks_at": "castream",
     "lambda": "gradalign",
     "distance": "gradalign",
+    "num_classes": "pretrained",
 }
+# Training keys: a pretrained model is evaluated as it is, never trained.
+TRAINING_KEYS = (
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "nesterov",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "step_size",
+    "milestones",
+    "gamma",
+    "warmup_epochs",
+    "label_smoothing",
+    "hflip",
+    "amp",
+    "channels_last",
+    "seed",
+)
 FROM_BASE = ("arch", "width", "blocks", "weights")
 
 
@@ -69,6 +90,11 @@ class ModelSpec:
     def is_castream(self) -> bool:
         return self.kind == "castream"
 
+    @property
+    def is_pretrained(self) -> bool:
+        """Evaluated as given (the convert job), not trained."""
+        return self.kind == "pretrained"
+
     def applies(self, method: str) -> bool:
         """Whether ``method`` is defined for this model: ``cam`` needs a GAP → Linear
         head (not CA-Stream), ``castream_attention`` a CA-Stream model. The workflow
@@ -90,6 +116,17 @@ def _model_spec(name: str, entry: dict[str, Any], models: dict[str, Any]) -> Mod
     for option, owner in ONLY_FOR.items():
         if option in entry and kind != owner:
             raise ValueError(f"{key}.{option}': only {owner} models use it (this one is {kind})")
+    if kind == "pretrained":
+        for option in TRAINING_KEYS:
+            if option in entry:
+                raise ValueError(f"{key}.{option}': pretrained models are not trained")
+        from cambench.models import ARCH_FACTORIES
+
+        if "weights" not in entry and entry["arch"] not in ARCH_FACTORIES:
+            raise ValueError(
+                f"{key}.weights': a pretrained model needs weights (a torchvision weights "
+                "name, a state dict or a cambench checkpoint)"
+            )
     if kind != "castream":
         return ModelSpec(
             name, kind, entry, entry["arch"], None, entry.get("layer", ""), entry["gpus"]
@@ -182,6 +219,7 @@ class Experiment:
     """The whole validated configuration."""
 
     name: str
+    plugins: tuple[str, ...]
     device: str
     dataset: dict[str, Any]
     models: dict[str, ModelSpec]
@@ -247,12 +285,21 @@ def parse_config(config: dict[str, Any]) -> Experiment:
     ValueError naming the key on what the schema cannot check.
     """
     from cambench.models import check_model_config
+    from cambench.plugins import load_plugins
+
+    # plug-ins first: they register the methods and architectures checked below
+    load_plugins(config.get("plugins") or [])
+    from cambench.training.loop import TrainConfig, TrainConfigError
 
     models_config = config["models"]
     models = {}
     for name, entry in models_config.items():
         models[name] = _model_spec(name, entry, models_config)
         check_model_config(name, entry)
+        try:
+            TrainConfig.from_model_config(entry)
+        except TrainConfigError as err:
+            raise ValueError(f"config key 'models.{name}.{err.key}': {err.problem}") from None
     methods = _method_params(config["methods"])
     ev = config["eval"]
     evaluation = EvalSpec(
@@ -292,6 +339,7 @@ def parse_config(config: dict[str, Any]) -> Experiment:
     )
     return Experiment(
         name=config["experiment"],
+        plugins=tuple(config.get("plugins") or ()),
         device=config["device"],
         dataset=dict(config["dataset"]),
         models=models,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,14 @@ from torch import nn
 from cambench import __version__
 from cambench.atomic import atomic_output
 from cambench.models.castream import POSITIONS, CAStream
+from cambench.models.external import (
+    ARCH_FACTORIES,
+    build_external,
+    check_arch_name,
+    is_external,
+    register_arch,
+    weights_state,
+)
 from cambench.models.small_resnet import SmallResNet
 from cambench.models.torchvision_models import (
     ARCHS as TORCHVISION_ARCHS,
@@ -34,13 +43,16 @@ from cambench.models.torchvision_models import (
 from cambench.models.torchvision_models import (
     build_torchvision,
     is_weights_name,
+    load_state_into,
     load_weights,
     pretrained_weights_path,
+    read_state_dict,
+    require_pretrained_file,
     weights_file,
 )
 
 ARCHITECTURES = ("resnet_small", *TORCHVISION_ARCHS)
-KINDS = ("baseline", "castream", "gradalign")
+KINDS = ("baseline", "castream", "gradalign", "pretrained")
 # Archs a CA-Stream can run beside (see cambench.models.castream.stream_layout), and archs
 # whose head is global average pooling → ``fc`` (what the ``cam`` method needs).
 CASTREAM_BASE_ARCHS = (
@@ -60,10 +72,14 @@ __all__ = [
     "CASTREAM_BASE_ARCHS",
     "GAP_FC_ARCHS",
     "KINDS",
+    "ARCH_FACTORIES",
+    "Checkpoint",
     "build_model",
     "check_model_config",
     "file_sha256",
     "load_checkpoint",
+    "read_checkpoint",
+    "register_arch",
     "save_checkpoint",
     "weights_file",
 ]
@@ -71,25 +87,28 @@ __all__ = [
 
 def check_model_config(name: str, model_config: dict[str, Any]) -> None:
     """ValueError naming ``models.<name>.<key>`` for model values that cannot work:
-    the training keys (:class:`cambench.training.TrainConfig`), ``width``/``blocks``
+    ``width``/``blocks``
     on another arch than ``resnet_small``, and a ``weights`` name torchvision does not
     have for the arch (whether the file is in the local cache is checked when the
     model is built, on the machine that trains it). Which keys each kind takes, and
     CA-Stream's base, are checked by :func:`cambench.specs.parse_config`.
     """
-    from cambench.training.loop import TrainConfig, TrainConfigError
-
-    try:
-        TrainConfig.from_model_config(model_config)
-    except TrainConfigError as err:
-        raise ValueError(f"config key 'models.{name}.{err.key}': {err.problem}") from None
     if model_config.get("kind") == "castream":
         return
     arch = model_config["arch"]
+    if is_external(arch) or ":" in arch:
+        _check_external_config(name, model_config)
+        return
+    for key in ("normalize", "arch_kwargs"):
+        if key in model_config:
+            raise ValueError(
+                f"config key 'models.{name}.{key}': only torchvision:/timm:/plug-in archs use "
+                f"it ({arch} has its normalization and options built in)"
+            )
     if arch not in ARCHITECTURES:
         raise ValueError(
-            f"config key 'models.{name}.arch': unknown arch {arch!r}; "
-            f"valid: {', '.join(ARCHITECTURES)}"
+            f"config key 'models.{name}.arch': unknown arch {arch!r}; valid: "
+            f"{', '.join([*ARCHITECTURES, *ARCH_FACTORIES])}, torchvision:<name>, timm:<name>"
         )
     if arch != "resnet_small":
         for key in _SMALL_RESNET_ONLY:
@@ -110,6 +129,43 @@ def check_model_config(name: str, model_config: dict[str, Any]) -> None:
                 pretrained_weights_path(arch, weights)
             except ValueError as err:
                 raise ValueError(f"config key 'models.{name}.weights': {err}") from None
+
+
+def _check_external_config(name: str, model_config: dict[str, Any]) -> None:
+    """The checks of :func:`check_model_config` for torchvision:/timm:/plug-in archs:
+    the name exists, a weights name is torchvision's, a weights file exists."""
+    arch = model_config["arch"]
+    try:
+        check_arch_name(arch)
+    except ValueError as err:
+        raise ValueError(f"config key 'models.{name}.arch': {err}") from None
+    for key in _SMALL_RESNET_ONLY:
+        if key in model_config:
+            raise ValueError(
+                f"config key 'models.{name}.{key}': only arch resnet_small uses it (this one "
+                f"is {arch}; pass options as arch_kwargs)"
+            )
+    weights = model_config.get("weights")
+    if weights is None:
+        return
+    try:
+        if is_weights_name(weights):
+            pretrained_weights_path(arch, weights)
+        elif not Path(weights).is_file():
+            raise ValueError(f"weights file {weights} does not exist")
+    except ValueError as err:
+        raise ValueError(f"config key 'models.{name}.weights': {err}") from None
+
+
+def weights_source(model_config: dict[str, Any]) -> Path | None:
+    """The file a model config's ``weights`` reads (a state dict, or torchvision's
+    weights in the local torch hub cache), ``None`` without weights."""
+    weights = model_config.get("weights")
+    if not weights:
+        return None
+    if not is_weights_name(weights):
+        return Path(weights)
+    return require_pretrained_file(model_config["arch"], weights)
 
 
 def build_model(
@@ -145,6 +201,8 @@ def build_model(
         base = build_model(base_config, num_classes, load_weights_from_config=False)
         return CAStream(base, model_config.get("blocks_at", POSITIONS))
     arch = model_config.get("arch", "resnet_small")
+    if is_external(arch) or ":" in arch:
+        return build_external(model_config, num_classes, load_weights_from_config)
     if arch == "resnet_small":
         model: nn.Module = SmallResNet(
             num_classes,
@@ -158,7 +216,11 @@ def build_model(
     else:
         raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHITECTURES)}")
     weights = model_config.get("weights")
-    if weights and load_weights_from_config:
+    if weights and load_weights_from_config and kind == "pretrained":
+        # evaluation only: every weight must fit, the head included
+        state, source = weights_state(arch, weights)
+        load_state_into(model, state, "", source)
+    elif weights and load_weights_from_config:
         load_weights(model, arch, weights, head)
     return model
 
@@ -169,8 +231,10 @@ def save_checkpoint(
     model_config: dict[str, Any],
     num_classes: int,
     class_names: list[str],
+    provenance: dict[str, Any] | None = None,
 ) -> None:
-    """Write weights plus the config that built them, atomically."""
+    """Write weights plus the config that built them, atomically; ``provenance`` says
+    where a converted (pretrained) model's weights came from."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "state_dict": state,
@@ -179,16 +243,28 @@ def save_checkpoint(
         "class_names": list(class_names),
         "cambench_version": __version__,
     }
+    if provenance is not None:
+        payload["provenance"] = dict(provenance)
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model stored in ``path``, in eval mode.
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the model (eval mode) and what the file says about it —
+    the config that built it, its number of classes and their names. The model
+    itself carries no extra attributes."""
 
-    The model gets ``class_names`` and ``model_config`` (the config that built it)
-    as attributes.
-    """
+    model: nn.Module
+    config: dict[str, Any]
+    num_classes: int
+    class_names: list[str]
+
+
+def read_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> Checkpoint:
+    """Rebuild the model stored in ``path`` (eval mode) with its metadata."""
     path = Path(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
@@ -204,9 +280,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         payload["model_config"], payload["num_classes"], load_weights_from_config=False
     )
     model.load_state_dict(payload["state_dict"])
-    model.class_names = payload.get("class_names", [])
-    model.model_config = dict(payload["model_config"])
-    return model.to(map_location).eval()
+    return Checkpoint(
+        model.to(map_location).eval(),
+        dict(payload["model_config"]),
+        int(payload["num_classes"]),
+        list(payload.get("class_names", [])),
+    )
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """The model stored in ``path``, in eval mode (:func:`read_checkpoint` also gives
+    its config and class names)."""
+    return read_checkpoint(path, map_location).model
 
 
 def file_sha256(path: str | os.PathLike) -> str:

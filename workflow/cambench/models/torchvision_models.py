@@ -156,18 +156,19 @@ def weights_file(model_config: dict[str, Any]) -> str | None:
 
 
 def pretrained_weights_path(arch: str, name: str) -> Path:
-    """Where torchvision's weights ``name`` of ``arch`` must lie in the local hub cache.
+    """Where torchvision's weights ``name`` of ``arch`` (one of :data:`ARCHS` or
+    ``torchvision:<model>``) must lie in the local hub cache.
 
     ValueError when ``arch``/``name`` has no such weights. The file is not checked.
     """
     from torchvision.models import get_model_weights
 
-    if arch not in ARCHS:
+    if arch not in ARCHS and not arch.startswith("torchvision:"):
         raise ValueError(
             f"arch {arch!r} has no torchvision pretrained weights; give weights as the path "
             "of a local state dict (.pt/.pth) instead"
         )
-    enum = get_model_weights(arch)
+    enum = get_model_weights(arch.removeprefix("torchvision:"))
     if name not in enum.__members__:
         raise ValueError(
             f"unknown weights {name!r} for {arch}; valid: {', '.join(enum.__members__)} "
@@ -184,7 +185,7 @@ def require_pretrained_file(arch: str, name: str) -> Path:
 
     path = pretrained_weights_path(arch, name)
     if not path.is_file():
-        url = get_model_weights(arch)[name].url
+        url = get_model_weights(arch.removeprefix("torchvision:"))[name].url
         raise ValueError(
             f"pretrained weights {name} of {arch} are not in the local torch hub cache: "
             f"expected {path} (cambench never downloads). Provide them by downloading {url} "

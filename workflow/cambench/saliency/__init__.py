@@ -81,16 +81,20 @@ def _method_and_params(
     return spec, spec.resolve_params(params)
 
 
-def _check_raw(raw: object, batch: int, name: str) -> None:
-    """ValueError unless ``raw`` is a finite (batch, h, w) tensor."""
+def _check_raw(raw: object, batch: int, spec: Method) -> None:
+    """ValueError unless ``raw`` is a finite (batch, h, w) tensor, naming the method
+    (and its file, for a plug-in's)."""
+    name = spec.name
+    plugin = METHODS.get(name) is spec and spec.source  # a registered plug-in method
+    where = f" (plug-in {spec.source})" if plugin else ""
     shape = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
     if not isinstance(raw, torch.Tensor) or raw.ndim != 3 or raw.shape[0] != batch:
         raise ValueError(
-            f"saliency method {name!r} returned {shape}; expected a ({batch}, h, w) tensor"
+            f"saliency method {name!r} returned {shape}; expected a ({batch}, h, w) tensor{where}"
         )
     if not all_finite(raw):
         raise ValueError(
-            f"saliency method {name!r} returned non-finite values (NaN or inf), shape {shape}"
+            f"saliency method {name!r} returned non-finite values (NaN or inf), shape {shape}{where}"
         )
 
 
@@ -141,5 +145,5 @@ def explain(
     target_layer = resolve_layer(model, layer)[1] if spec.uses_layer else None
     with frozen_eval(model):
         raw = spec(model, images.detach(), targets, target_layer, **params)
-    _check_raw(raw, images.shape[0], spec.name)
+    _check_raw(raw, images.shape[0], spec)
     return finalize_maps(raw, tuple(images.shape[-2:]), relu=spec.relu)

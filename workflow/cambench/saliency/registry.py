@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cambench.plugins import source_file
+
 MethodFn = Callable[..., torch.Tensor]
 
 
@@ -39,6 +41,15 @@ class Method:
             )
         return {**self.defaults, **params}
 
+    @property
+    def source(self) -> str | None:
+        """The plug-in file that defines the method (``None`` for cambench's own)."""
+        return source_file(self.fn)
+
+    def describe(self) -> str:
+        """``'name'``, with its plug-in file for a plug-in method (for error messages)."""
+        return f"{self.name!r}" + (f" (plug-in {self.source})" if self.source else "")
+
     def __call__(
         self,
         model: nn.Module,
@@ -60,7 +71,9 @@ def register(
 
     def decorate(fn: MethodFn) -> MethodFn:
         if name in METHODS:
-            raise ValueError(f"saliency method {name!r} registered twice")
+            raise ValueError(
+                f"saliency method {name!r} registered twice ({METHODS[name].describe()} exists)"
+            )
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         METHODS[name] = Method(name, fn, dict(defaults or {}), uses_layer, relu, summary)
         return fn

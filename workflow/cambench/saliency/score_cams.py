@@ -17,7 +17,7 @@ from torch import nn
 
 from cambench.models.inference import inference_copy
 from cambench.models.tail import ModelTail, trace_tail
-from cambench.saliency.core import activations, target_scores, weighted_sum
+from cambench.saliency.core import activations, layer_layout, target_scores, weighted_sum
 from cambench.saliency.registry import register
 
 # pytorch-grad-cam's ScoreCAM: (H - min) / (max - min + 1e-8) for the channel masks.
@@ -220,7 +220,8 @@ def _scores_by_model(
     replacement: list[torch.Tensor] = []
 
     def substitute(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        return replacement[0]
+        layout = layer_layout(module, output)  # a transformer layer's tokens
+        return replacement[0] if layout is None else layout.to_tokens(replacement[0], output)
 
     b_idx, k_idx = rows
     scores = torch.empty(len(b_idx), device=acts.device, dtype=torch.float32)
