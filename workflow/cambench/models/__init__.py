@@ -46,7 +46,6 @@ from cambench.models.torchvision_models import (
     load_state_into,
     load_weights,
     pretrained_weights_path,
-    read_state_dict,
     require_pretrained_file,
     weights_file,
 )
