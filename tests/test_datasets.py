@@ -124,7 +124,7 @@ def test_cifar10_loads_with_labels_and_class_names(tmp_path, skip_md5):
         assert split.class_names == CIFAR10_NAMES
         assert split.images.shape == (n, 3, 32, 32) and split.images.dtype == torch.uint8
         assert split.labels.dtype == torch.int64
-        assert split.masks.shape == (n, 32, 32) and not split.masks.any()
+        assert split.masks.shape == (n, 32, 32) and not split.masks[:].any()
         assert split.attrs["dataset"] == "cifar10" and split.attrs["split"] == name
         assert not bool(split.attrs["has_masks"])
         # every source image exactly once, with its own label and its pixels upright
@@ -147,9 +147,9 @@ def test_cifar_stored_order_is_balanced_and_seeded(tmp_path, skip_md5):
     for start in range(0, 30, 10):
         assert sorted(train.labels[start : start + 10].tolist()) == list(range(10))
     again, _ = _prepare(tmp_path, name="cifar10", root=str(tmp_path / "cifar"))
-    assert torch.equal(train.images, again.images)
+    assert torch.equal(train.images[:], again.images[:])
     other, _ = _prepare(tmp_path, name="cifar10", root=str(tmp_path / "cifar"), seed=3)
-    assert not torch.equal(train.images, other.images)
+    assert not torch.equal(train.images[:], other.images[:])
 
 
 def test_cifar_subsample(tmp_path, skip_md5):
@@ -338,7 +338,7 @@ def test_imagefolder_train_box_in_class_folder_with_generic_name(tmp_path, folde
 
 def test_imagefolder_without_boxes(tmp_path, folder):
     train, test = _prepare_folder(tmp_path, folder, boxes=None)
-    assert not bool(test.attrs["has_masks"]) and not test.masks.any()
+    assert not bool(test.attrs["has_masks"]) and not test.masks[:].any()
 
 
 def test_imagefolder_subsample_is_balanced_and_seeded(tmp_path, folder):
@@ -346,7 +346,7 @@ def test_imagefolder_subsample_is_balanced_and_seeded(tmp_path, folder):
     assert torch.bincount(train.labels).tolist() == [2, 2, 2]
     assert sorted(test.labels.tolist()) == [0, 1, 2]
     again, _ = _prepare_folder(tmp_path, folder, max_train=6, max_test=3)
-    assert torch.equal(train.images, again.images) and torch.equal(train.labels, again.labels)
+    assert torch.equal(train.images[:], again.images[:]) and torch.equal(train.labels, again.labels)
 
 
 def test_imagefolder_default_resize(tmp_path, folder):

@@ -47,10 +47,11 @@ before any image is decoded; the stored order is round-robin over classes (see
 :func:`cambench.data.sampling.balanced_order`), so the first ``eval.n_images`` test
 images are balanced.
 
-Memory: a whole split is decoded into memory and written to one HDF5 file (uint8
-images and bool masks). That suits Imagenette-, CUB- or ImageNet-subset-sized data
-(10 000 images at 224 × 224 take 1.5 GB, plus 0.5 GB of masks); training on all of
-ImageNet would need a streaming data path, which is out of scope.
+Memory: preparation streams. Images are decoded, resized and cropped (in threads)
+:data:`BLOCK` at a time and each block is appended to the split's HDF5 file
+(:class:`~cambench.data.store.SplitWriter`, one compressed chunk per image) before the
+next is decoded, so a split of any size (all of ImageNet) is prepared in the memory
+of one block, and read back lazily by the jobs (:func:`~cambench.data.store.read_split`).
 """
 
 from __future__ import annotations
@@ -66,11 +67,12 @@ import numpy as np
 import torch
 
 from cambench.data.sampling import balanced_order, crop_geometry, resize_center_crop
-from cambench.data.store import Split, write_split
+from cambench.data.store import SplitWriter
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 TEST_FOLDERS = ("val", "test")  # the test split's folder: the first that exists
 MAX_WORKERS = 8
+BLOCK = 256  # images decoded before they are written (preparation's memory)
 
 
 def default_resize(image_size: int) -> int:
@@ -281,7 +283,8 @@ def _workers() -> int:
     return max(1, min(MAX_WORKERS, cpus))
 
 
-def load_imagefolder_split(
+def write_imagefolder_split(
+    path: str | os.PathLike,
     root: str | os.PathLike,
     split_dir: str,
     classes: list[str],
@@ -292,8 +295,13 @@ def load_imagefolder_split(
     seed: int = 0,
     require_all: bool = False,
     skip_damaged: bool = False,
-) -> tuple[Split, int]:
-    """One split, decoded into memory, in balanced order; and the split's full size.
+    attrs: dict[str, Any] | None = None,
+) -> tuple[int, int, dict[str, Any]]:
+    """Decode one split in balanced order and write it to ``path`` block by block
+    (:data:`BLOCK` images in memory at a time); return the images written, the
+    split's full size and the attributes written (``attrs`` updated with
+    ``has_masks``, ``n_with_mask``, ``source_size`` (the full size) and, with
+    ``skip_damaged``, ``n_damaged``).
 
     A damaged image fails the split (:func:`load_image`), or with ``skip_damaged`` is
     left out, with a warning naming the files and ``n_damaged`` in the attributes.
@@ -306,9 +314,6 @@ def load_imagefolder_split(
     if box_dir is not None and not box_dir.is_dir():
         raise FileNotFoundError(f"imagefolder: boxes folder {box_dir.resolve()} does not exist")
     n = len(chosen)
-    images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8)
-    masks = torch.zeros(n, image_size, image_size, dtype=torch.bool)
-    with_mask = 0
 
     def load(k: int) -> tuple[torch.Tensor, torch.Tensor, bool] | DamagedImageError:
         try:
@@ -321,29 +326,43 @@ def load_imagefolder_split(
             return err
 
     damaged: list[str] = []
-    kept = torch.ones(n, dtype=torch.bool)
+    with_mask = 0
+    out_attrs = dict(attrs or {})
+    size = (image_size, image_size)
     # decoding and resizing release the GIL; map() keeps the order, so results are
     # deterministic whatever the number of threads
-    with ThreadPoolExecutor(_workers()) as pool:
-        for k, result in enumerate(pool.map(load, range(n))):
-            if isinstance(result, DamagedImageError):
-                damaged.append(str(result))
-                kept[k] = False
-                continue
-            image, mask, found = result
-            images[k], masks[k] = image, mask
-            with_mask += found
-    attrs: dict[str, Any] = {"has_masks": box_dir is not None, "n_with_mask": with_mask}
-    if skip_damaged:
-        attrs["n_damaged"] = len(damaged)
+    with (
+        ThreadPoolExecutor(_workers()) as pool,
+        SplitWriter(path, size, classes, out_attrs, expected=n) as writer,
+    ):
+        for start in range(0, n, BLOCK):
+            block = range(start, min(start + BLOCK, n))
+            images, masks, kept = [], [], []
+            for k, result in zip(block, pool.map(load, block), strict=True):
+                if isinstance(result, DamagedImageError):
+                    damaged.append(str(result))
+                    continue
+                image, mask, found = result
+                images.append(image)
+                masks.append(mask)
+                kept.append(k)
+                with_mask += found
+            if kept:
+                writer.append(torch.stack(images), labels[kept], torch.stack(masks))
+        writer.attrs.update(
+            has_masks=box_dir is not None, n_with_mask=with_mask, source_size=len(paths)
+        )
+        if skip_damaged:
+            writer.attrs["n_damaged"] = len(damaged)
+        written = writer.n
+        out_attrs = dict(writer.attrs)
     if damaged:
         print(
             f"warning: imagefolder {split_dir}: skipped {len(damaged)} damaged image(s) "
             f"(skip_damaged: true):\n  " + "\n  ".join(damaged),
             file=sys.stderr,
         )
-        images, labels, masks = images[kept], labels[kept], masks[kept]
-    return Split(images, labels, masks, list(classes), attrs), len(paths)
+    return written, len(paths), out_attrs
 
 
 def prepare_imagefolder(
@@ -376,7 +395,20 @@ def prepare_imagefolder(
         ("train", "train", dataset_config.get("max_train"), 2 * seed),
         ("test", test_dir, dataset_config.get("max_test"), 2 * seed + 1),
     ):
-        split, total = load_imagefolder_split(
+        attrs: dict[str, Any] = {
+            "dataset": "imagefolder",
+            "split": split_name,
+            "seed": seed,
+            "image_size": size,
+            "resize": resize,
+            "root": str(dataset_config["root"]),
+            "folder": split_dir,
+        }
+        if boxes:
+            attrs["boxes"] = str(boxes)
+        path = Path(out_paths[split_name])
+        n, total, attrs = write_imagefolder_split(
+            path,
             root,
             split_dir,
             classes,
@@ -387,29 +419,16 @@ def prepare_imagefolder(
             seed=split_seed,
             require_all=split_name == "train",
             skip_damaged=bool(dataset_config.get("skip_damaged", False)),
+            attrs=attrs,
         )
-        split.attrs.update(
-            dataset="imagefolder",
-            split=split_name,
-            seed=seed,
-            image_size=size,
-            resize=resize,
-            source_size=total,
-            root=str(dataset_config["root"]),
-            folder=split_dir,
-        )
-        if boxes:
-            split.attrs["boxes"] = str(boxes)
-            if split.attrs["n_with_mask"] < len(split):
-                print(
-                    f"warning: imagefolder {split_name}: {len(split) - split.attrs['n_with_mask']} "
-                    f"of {len(split)} images have no box file under {boxes}; their masks are empty",
-                    file=sys.stderr,
-                )
-        path = Path(out_paths[split_name])
-        write_split(path, split)
+        if boxes and attrs["n_with_mask"] < n:
+            print(
+                f"warning: imagefolder {split_name}: {n - attrs['n_with_mask']} "
+                f"of {n} images have no box file under {boxes}; their masks are empty",
+                file=sys.stderr,
+            )
         print(
-            f"imagefolder {split_name}: {len(split)} of {total} images from {root / split_dir}, "
+            f"imagefolder {split_name}: {n} of {total} images from {root / split_dir}, "
             f"{len(classes)} classes, {size}x{size} -> {path}"
         )
         out[split_name] = path

@@ -96,7 +96,7 @@ def run(
     check_provenance(cache, expected, len(split))
     target_mode = str(cache.attrs.get("target_mode") or "label")
     try:
-        protocol = resolve_protocol(settings, split.images.shape[-2], target_mode)
+        protocol = resolve_protocol(settings, split.image_size[0], target_mode)
     except ValueError as err:
         raise ValueError(f"{saliency_path}: {err}") from None
     tolerance = float(settings["pointing_tolerance"])
@@ -105,7 +105,7 @@ def run(
     for begin in joblog.progress(starts, "metrics", len(starts), progress):
         sl = slice(begin, begin + batch_size)
         idx = cache.index[sl]
-        images = split.float_images(idx).to(device)
+        images = split.float_images(idx).to(device)  # reads this batch's images only
         targets = cache.target[sl].to(device)
         maps = cache.maps[sl].to(device)
         conf = confidence_change(model, images, targets, maps, batch_size=batch_size)
@@ -151,6 +151,7 @@ def run(
         rows.append(row)
         ins_curves.append(curves.insertion.cpu().numpy())
         del_curves.append(curves.deletion.cpu().numpy())
+    split.close()
     frame = (
         pd.DataFrame({k: np.concatenate([r[k] for r in rows]) for k in rows[0]})
         if rows

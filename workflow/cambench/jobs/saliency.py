@@ -89,7 +89,7 @@ def run(
     }
     if layer_name:
         print(f"  target layer: {layer_name}", flush=True)
-    size = tuple(split.images.shape[-2:])
+    size = split.image_size  # the file's shape: no image is read until a batch needs it
     with SaliencyWriter(out_path, index, split.labels[index].numpy(), size, attrs) as writer:
         starts = range(writer.n_done, len(index), batch_size)
         for batch, begin in enumerate(
@@ -111,4 +111,5 @@ def run(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             writer.write(maps, targets, time.perf_counter() - tic)
+    split.close()
     joblog.footer(start, [str(out_path)])

@@ -54,10 +54,10 @@ def run(
         [str(model_path), str(data_path)],
     )
     model = load_checkpoint(model_path, map_location=device)
-    split = read_split(data_path)
-    n = min(int(n_images), len(split))
-    images = split.float_images(slice(0, n)).to(device)
-    labels = split.labels[:n].to(device)
+    with read_split(data_path) as split:  # reads the first n images only
+        n = min(int(n_images), len(split))
+        images = split.float_images(slice(0, n)).to(device)
+        labels = split.labels[:n].to(device)
     targets = torch.cat(
         [
             explained_classes(model, images[i : i + batch_size], labels[i : i + batch_size], target)

@@ -32,9 +32,13 @@ dataset's defaults). ``train_model(augment=None)`` keeps the historical behaviou
 horizontal flips only. A model's ``hflip`` key, when given, overrides the augment
 mapping's ``hflip`` (backward compatible with configs that set it per model).
 
-Data: the splits are in-memory uint8 tensors; each batch is indexed from them,
-moved to the device and converted there. There is no DataLoader, so no worker
-processes: ``--threads`` only sets torch's intra-op threads.
+Data: the splits are read lazily from their HDF5 files (:mod:`cambench.data.store`):
+each shuffled batch's uint8 images are read from the file by a background thread
+(:class:`Prefetch`, :data:`PREFETCH_BATCHES` batches ahead) while the current batch
+trains, then moved to the device and converted there; no copy of the split is held
+in memory. The batch order and the augmentation draws are the main thread's, as
+without prefetching, so the weights are the same bit for bit. There is no
+DataLoader, so no worker processes: ``--threads`` only sets torch's intra-op threads.
 
 Reproducibility and resumption: batches and augmentations are drawn from one
 generator seeded from ``seed``, so a CPU run is bit-reproducible. With
@@ -63,7 +67,9 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +88,7 @@ PROBE_SIZE = 64  # the fixed held-out batch of grad_cosine: the first test image
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step")
 RESUME_FORMAT = 1
+PREFETCH_BATCHES = 2  # batches read ahead of the one training
 
 
 class TrainConfigError(ValueError):
@@ -348,6 +355,48 @@ def _write_resume(path: Path, state: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- the loop
 
 
+class Prefetch:
+    """``with Prefetch(load, keys) as values:`` iterates ``load(key)`` for ``keys`` in
+    order, computed by one background thread up to ``depth`` keys ahead (reading the
+    next batches from the file while the current one trains). An exception of
+    ``load`` is raised where its value would have been; leaving the block early
+    cancels what was not started and waits for the thread."""
+
+    def __init__(self, load: Callable[[Any], Any], keys: Iterable, depth: int = PREFETCH_BATCHES):
+        self.load = load
+        self.keys = iter(keys)
+        self.depth = max(1, int(depth))
+        self.pending: deque[Future] = deque()
+        self.pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> Iterator:
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="cambench-prefetch")
+        return self._values()
+
+    def _fill(self) -> None:
+        while len(self.pending) < self.depth:
+            key = next(self.keys, _END)
+            if key is _END:
+                return
+            self.pending.append(self.pool.submit(self.load, key))
+
+    def _values(self) -> Iterator:
+        self._fill()
+        while self.pending:
+            future = self.pending.popleft()
+            self._fill()
+            yield future.result()
+
+    def __exit__(self, *exc: object) -> None:
+        for future in self.pending:
+            future.cancel()
+        self.pending.clear()
+        self.pool.shutdown(wait=True)
+
+
+_END = object()
+
+
 def _augment_part(
     images: torch.Tensor,
     part: slice,
@@ -471,29 +520,35 @@ def train_model(
             disable=not (progress and world.is_main),
             leave=False,
         )
-        for batch in bar:
-            idx = order[batch * config.batch_size : (batch + 1) * config.batch_size]
-            part = distributed.batch_part(len(idx), world)  # all of idx on one process
-            mine = idx[part]
-            images = train.images[mine].to(device).float().div_(255.0)
-            labels = train.labels[mine].to(device)
-            images = _augment_part(images, part, len(idx), augment, generator)
-            images = images.contiguous(memory_format=memory_format)
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * lr_factor(config, step, steps_per_epoch)
-            optimizer.zero_grad(set_to_none=True)
-            if len(mine) > 0:  # a rank's part of a small last batch can be empty
-                with autocast():
-                    loss, logits, parts = objective(model, images, labels)
-                loss.backward()
-                for key, value in {"loss": loss, **parts}.items():
-                    sums[key] = sums.get(key, 0.0) + value.item() * len(mine)
-                correct += int((logits.argmax(1) == labels).sum())
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-            if world.size > 1:  # the gradient of the global batch's mean loss
-                distributed.sum_gradients(params, len(mine) / len(idx))
-            optimizer.step()
-            step += 1
+        batches = [
+            order[batch * config.batch_size : (batch + 1) * config.batch_size]
+            for batch in range(steps_per_epoch)
+        ]
+        rank_parts = [distributed.batch_part(len(idx), world) for idx in batches]
+        mine_per_batch = [idx[part] for idx, part in zip(batches, rank_parts, strict=True)]
+        with Prefetch(train.images.__getitem__, mine_per_batch) as reads:
+            for batch, uint8_images in zip(bar, reads, strict=True):
+                idx, part = batches[batch], rank_parts[batch]  # part: all of idx on one process
+                mine = mine_per_batch[batch]
+                images = uint8_images.to(device).float().div_(255.0)
+                labels = train.labels[mine].to(device)
+                images = _augment_part(images, part, len(idx), augment, generator)
+                images = images.contiguous(memory_format=memory_format)
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * lr_factor(config, step, steps_per_epoch)
+                optimizer.zero_grad(set_to_none=True)
+                if len(mine) > 0:  # a rank's part of a small last batch can be empty
+                    with autocast():
+                        loss, logits, parts = objective(model, images, labels)
+                    loss.backward()
+                    for key, value in {"loss": loss, **parts}.items():
+                        sums[key] = sums.get(key, 0.0) + value.item() * len(mine)
+                    correct += int((logits.argmax(1) == labels).sum())
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+                if world.size > 1:  # the gradient of the global batch's mean loss
+                    distributed.sum_gradients(params, len(mine) / len(idx))
+                optimizer.step()
+                step += 1
         seconds = time.perf_counter() - start
         if world.size > 1:
             sums, correct = _sum_over_ranks(sums, correct)
