@@ -13,11 +13,13 @@ rule metrics:
         f"{LOGS}/metrics/{{model}}/{{method}}/shard-{{shard}}.log",
     benchmark:
         f"{BENCH}/metrics/{{model}}/{{method}}/shard-{{shard}}.tsv"
+    group:
+        "eval-{model}-{method}"
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=EVAL_MEM_MB,
         runtime=120,
         gpu=GPU,
     params:
