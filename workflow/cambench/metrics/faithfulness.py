@@ -23,12 +23,11 @@ batch norm folded, channels-last on CPU), so the model itself is left as found.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
 
-import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 
+from cambench.auc import trapezoid_auc
 from cambench.models.inference import inference_copy
 
 __all__ = [
@@ -272,32 +271,6 @@ class InsertionDeletion:
     deletion: torch.Tensor
     insertion_auc: torch.Tensor
     deletion_auc: torch.Tensor
-
-
-Curves = TypeVar("Curves", torch.Tensor, np.ndarray)
-
-
-def trapezoid_auc(curves: Curves) -> Curves:
-    """Area under each curve of ``curves`` (..., T + 1) sampled at ``linspace(0, 1, T + 1)``,
-    by the trapezoid rule: ``(sum(C) - (C_0 + C_T) / 2) / T``, shape (...).
-
-    The one AUC of cambench, for the metrics (torch tensors, bit-identical to
-    ``torch.trapezoid(curves, dx=1 / T, dim=-1)``) and the figures (numpy arrays,
-    without converting them).
-
-    Example::
-        >>> import torch
-        >>> from cambench.metrics.faithfulness import trapezoid_auc
-        >>> trapezoid_auc(torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, 1.0]]))  # T = 2
-        tensor([0.5000, 0.7500])
-    """
-    if curves.ndim < 1 or curves.shape[-1] < 2:
-        raise ValueError(
-            f"curves must have at least two points on the last axis, got shape "
-            f"{tuple(curves.shape)}"
-        )
-    dx = 1.0 / (curves.shape[-1] - 1)
-    return (curves.sum(-1) - (curves[..., 0] + curves[..., -1]) * 0.5) * dx
 
 
 def step_pixel_counts(num_pixels: int, steps: int, device: torch.device | str | None = None):

@@ -172,7 +172,7 @@ def randomization_test(
         >>> result = randomization_test(model, images, targets, "fakecam")
         >>> result.blocks
         ['none', 'fc', 'layer4', 'layer3', 'layer2', 'layer1', 'stem']
-        >>> result.model_independent()  # Fake-CAM ignores the model
+        >>> result.model_independent(0.99)  # Fake-CAM ignores the model
         True
     """
     params = dict(params or {})

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cambench.auc import trapezoid_auc
 from cambench.plots.style import (
     method_color,
     method_linestyle,
@@ -70,13 +71,6 @@ def read_curves(
     return ins, dele, idx
 
 
-def area_under_curve(curve: np.ndarray) -> float:
-    """Trapezoidal area under a curve sampled at linspace(0, 1, len(curve))."""
-    curve = np.asarray(curve, dtype=float)
-    dx = 1.0 / (curve.shape[-1] - 1)
-    return float(((curve[..., 1:] + curve[..., :-1]) * 0.5 * dx).sum(axis=-1))
-
-
 @styled
 def plot_curves(
     curve_files: Mapping[str, Sequence[str | os.PathLike]],
@@ -111,7 +105,7 @@ def plot_curves(
         for method, (*means, _) in curves.items():
             mean = means[which]
             x = np.linspace(0.0, 1.0, mean.shape[0])
-            auc = area_under_curve(mean)
+            auc = float(trapezoid_auc(np.asarray(mean, dtype=float)))
             (line,) = ax.plot(
                 x,
                 mean,

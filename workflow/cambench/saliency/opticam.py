@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cambench.saliency.core import activations, target_scores
+from cambench.saliency.core import activations, target_scores, weighted_sum
 from cambench.saliency.registry import register
 
 OBJECTIVES = ("logit", "probability")
@@ -63,7 +63,7 @@ _REL_EPS = 1e-7
 
 def combine(u: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
     """``S(u) = Σ_k softmax(u)_k A^k`` for ``u`` (B, K) and ``A`` (B, K, h, w)."""
-    return torch.einsum("bk,bkhw->bhw", torch.softmax(u, dim=1), acts)
+    return weighted_sum(torch.softmax(u, dim=1), acts)
 
 
 def normalized_mask(
