@@ -45,8 +45,8 @@ trains data-parallel whenever a process group is initialized. The choices:
   (:func:`rank_seed`), so ranks do not repeat each other's masks and a resumed run
   draws the same ones.
 
-Each process holds its own copy of the data splits in memory (``mem_mb`` scales with N
-in the workflow).
+Each process reads its part of every batch from the split files itself (lazily, see
+:mod:`cambench.data.store`; ``mem_mb`` scales with N in the workflow).
 """
 
 from __future__ import annotations
