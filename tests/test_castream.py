@@ -13,7 +13,7 @@ from torchvision.models import convnext_tiny, mobilenet_v2, resnet18, vgg11
 
 from cambench.cli import main
 from cambench.data.store import Split, write_split
-from cambench.models import build_model, load_checkpoint, save_checkpoint
+from cambench.models import build_model, load_checkpoint, read_checkpoint, save_checkpoint
 from cambench.models.castream import (
     POSITIONS,
     CAStream,
@@ -220,7 +220,7 @@ def test_checkpoint_round_trip(tmp_path):
     save_checkpoint(tmp_path / "ca.pt", model, config, 10, [str(i) for i in range(10)])
     loaded = load_checkpoint(tmp_path / "ca.pt")
     assert isinstance(loaded, CAStream) and loaded.blocks_at == ("layer3", "layer4")
-    assert loaded.model_config["base_config"] == BASE_CONFIG
+    assert read_checkpoint(tmp_path / "ca.pt").config["base_config"] == BASE_CONFIG
     assert not any(p.requires_grad for n, p in loaded.named_parameters() if "stream" not in n)
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(loaded(x), model.eval()(x), atol=0, rtol=0)

@@ -18,7 +18,7 @@ import torch
 
 from cambench import joblog
 from cambench.data.store import read_split
-from cambench.models import build_model, load_checkpoint, save_checkpoint
+from cambench.models import build_model, read_checkpoint, save_checkpoint
 from cambench.models.castream import CAStream
 from cambench.runtime import seed_everything
 from cambench.table_io import write_json
@@ -125,11 +125,11 @@ def build_trainee(
     config = dict(model_config)
     if config["kind"] != "castream":
         return build_model(config, num_classes), config
-    base = load_checkpoint(base_path)
-    if base.model_config.get("kind", "baseline") == "castream":
+    base = read_checkpoint(base_path)
+    if base.config.get("kind", "baseline") == "castream":
         raise ValueError(f"{base_path}: the base of a castream model cannot be castream")
-    config["base_config"] = base.model_config
-    model = CAStream.from_config(base, config)
+    config["base_config"] = base.config
+    model = CAStream.from_config(base.model, config)
     if model.num_classes != num_classes:
         raise ValueError(
             f"{base_path}: the base model has {model.num_classes} classes, the data {num_classes}"
