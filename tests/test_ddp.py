@@ -33,7 +33,8 @@ from torch import nn
 from cambench.cli import _train_argv, build_parser, main
 from cambench.data.shapes import CLASS_NAMES, generate_shapes
 from cambench.data.store import Split, read_split, write_split
-from cambench.models import build_model, check_model_config, save_checkpoint
+from cambench.models import build_model, save_checkpoint
+from cambench.specs import check_model_entry
 from cambench.training import (
     GradAlignObjective,
     TrainConfig,
@@ -289,9 +290,11 @@ def test_global_batch_must_split_evenly():
         TrainConfig(batch_size=30, gpus=4)
     assert err.value.key == "batch_size"
     with pytest.raises(ValueError, match=r"config key 'models\.m\.batch_size'.*gpus \(4\)"):
-        check_model_config("m", {"batch_size": 30, "gpus": 4})
-    with pytest.raises(ValueError, match=r"config key 'models\.m\.gpus': must be >= 1"):
-        check_model_config("m", {"gpus": 0})
+        check_model_entry("m", {"batch_size": 30, "gpus": 4})
+    with pytest.raises(
+        ValueError, match=r"config key 'models\.m\.gpus'.*less than the minimum of 1"
+    ):
+        check_model_entry("m", {"gpus": 0})
     TrainConfig(batch_size=32, gpus=4)  # fine
 
 
@@ -329,7 +332,8 @@ def test_worker_command_line_repeats_the_arguments():
     """What each torchrun worker runs parses to the same arguments (but its threads)."""
     parser = build_parser()
     every_option = [*_cli_args(Path("/d"), "m", 2, 8), "--no-resume"]
-    defaults = ["train", "--train=a", "--test=b", "--model={}", "--name=n"]
+    defaults = ["train", "--train=a", "--test=b", "--model={}", "--name=n", "--device=cpu"]
+    defaults += ["--threads=1"]
     defaults += ["--out-model=m.pt", "--out-history=m.json"]
     for argv in (every_option, defaults):
         args = parser.parse_args(argv)

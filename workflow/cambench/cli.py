@@ -44,10 +44,11 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from cambench.jobs import train
+    from cambench.specs import check_model_entry
 
     train.run(
         args.name,
-        args.model,
+        check_model_entry(args.name, args.model),
         args.train,
         args.test,
         args.out_model,
@@ -91,10 +92,11 @@ def _train_argv(args: argparse.Namespace, threads: int) -> list[str]:
 
 def cmd_convert(args: argparse.Namespace) -> None:
     from cambench.jobs import convert
+    from cambench.specs import check_model_entry
 
     convert.run(
         args.name,
-        args.model,
+        check_model_entry(args.name, args.model),
         args.test,
         args.out_model,
         args.out_history,

@@ -16,7 +16,10 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
+
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
 # Mappings an experiment file replaces instead of extending: a smaller experiment
 # must not silently inherit every model and method of the default config (nor the
@@ -65,6 +68,51 @@ def apply_experiment(config: dict[str, Any], overrides: dict[str, Any]) -> dict[
         if key in overrides:
             config[key] = copy.deepcopy(overrides[key])
     return config
+
+
+def complete_model_entry(name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A model's config entry with the schema's defaults filled in, as the workflow's
+    validation fills them: for a ``cambench train``/``convert`` run by hand with a
+    partial entry. A value the schema refuses is a ValueError naming the key."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(SCHEMA.read_text())["properties"]["models"]["additionalProperties"]
+    base = jsonschema.Draft202012Validator
+    fill = base.VALIDATORS["properties"]
+
+    def properties_with_defaults(validator, properties, instance, schema_):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(key, copy.deepcopy(sub["default"]))
+        yield from fill(validator, properties, instance, schema_)
+
+    filling = jsonschema.validators.extend(base, {"properties": properties_with_defaults})
+    entry = copy.deepcopy(entry)
+    error = jsonschema.exceptions.best_match(filling(schema).iter_errors(entry))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path)
+        raise ValueError(
+            f"config key 'models.{name}{'.' + where if where else ''}': {error.message}"
+        )
+    return entry
+
+
+def check_model_entry(name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """``entry`` completed with the schema's defaults and checked: its architecture and
+    weights (:func:`cambench.models.check_model_config`) and its training keys
+    (:class:`cambench.training.TrainConfig`); ValueError naming ``models.<name>.<key>``."""
+    from cambench.models import check_model_config
+    from cambench.training.loop import TrainConfig, TrainConfigError
+
+    entry = complete_model_entry(name, entry)
+    check_model_config(name, entry)
+    try:
+        TrainConfig.from_model_config(entry)
+    except TrainConfigError as err:
+        raise ValueError(f"config key 'models.{name}.{err.key}': {err.problem}") from None
+    return entry
 
 
 def as_json(value: Any) -> str:
@@ -284,22 +332,16 @@ def parse_config(config: dict[str, Any]) -> Experiment:
 
     ValueError naming the key on what the schema cannot check.
     """
-    from cambench.models import check_model_config
     from cambench.plugins import load_plugins
 
     # plug-ins first: they register the methods and architectures checked below
     load_plugins(config.get("plugins") or [])
-    from cambench.training.loop import TrainConfig, TrainConfigError
 
     models_config = config["models"]
     models = {}
     for name, entry in models_config.items():
         models[name] = _model_spec(name, entry, models_config)
-        check_model_config(name, entry)
-        try:
-            TrainConfig.from_model_config(entry)
-        except TrainConfigError as err:
-            raise ValueError(f"config key 'models.{name}.{err.key}': {err.problem}") from None
+        check_model_entry(name, entry)
     methods = _method_params(config["methods"])
     ev = config["eval"]
     evaluation = EvalSpec(
