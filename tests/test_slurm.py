@@ -244,12 +244,17 @@ def sacct_jobs(run_id: str, since: datetime, expected: int) -> list[dict[str, st
 def test_cluster_rules_ran_through_slurm_and_localrules_did_not(runs):
     run_id = re.search(r"SLURM run ID: (\S+)", runs["slurm_out"]).group(1)
     config = yaml.safe_load((runs["cluster"] / "tiny.yaml").read_text())
+    # a shard's saliency and metrics jobs run as one cluster job (group
+    # eval-<model>-<method>, profiles/slurm's group-components)
     n_maps = len(config["methods"]) * config["eval"]["shards"]
-    expected = {"train": len(config["models"]), "saliency": n_maps, "metrics": n_maps}
+    expected = {"train": len(config["models"]), "eval": n_maps}
     jobs = sacct_jobs(run_id, runs["submitted_after"], sum(expected.values()))
 
-    # the plugin writes rule_<rule>_wildcards_<values> into each job's comment
-    rules = [re.match(r"rule_([a-z_]+?)(_wildcards_.*)?$", j["Comment"]).group(1) for j in jobs]
+    # the plugin writes rule_<rule or group>[_wildcards_<values>] into each job's comment
+    def kind(comment: str) -> str:
+        return "eval" if comment.startswith("rule_eval-") else comment.split("_wildcards_")[0]
+
+    rules = [kind(j["Comment"]).removeprefix("rule_") for j in jobs]
     assert {rule: rules.count(rule) for rule in set(rules)} == expected, jobs
     assert all(j["State"] == "COMPLETED" for j in jobs), jobs
     for job, rule in zip(jobs, rules, strict=True):
@@ -261,8 +266,8 @@ def test_cluster_rules_ran_through_slurm_and_localrules_did_not(runs):
     # the localrules ran in the Snakemake process itself
     for rule in ("prepare_data", "summarize", "plot_experiment", "plot_model"):
         assert f"localrule {rule}:" in runs["slurm_out"]
-    for rule in SLURM_RULES:
-        assert f"\nrule {rule}:" in runs["slurm_out"]
+    for rule in SLURM_RULES:  # saliency and metrics inside their group job
+        assert re.search(rf"\n\s*rule {rule}:", runs["slurm_out"]), rule
 
 
 def test_slurm_profile_requests_gpus_on_the_default_config(tmp_path):
@@ -272,18 +277,24 @@ def test_slurm_profile_requests_gpus_on_the_default_config(tmp_path):
     proc = snakemake(workdir, "-n", "--profile", str(REPO / "profiles" / "slurm"))
     out = proc.stdout + proc.stderr
     assert set(GPU_RULES) <= set(planned_jobs(proc.stdout))
-    blocks = re.findall(r"\n(?:local)?rule (\w+):\n(.*?)(?=\n\S|\Z)", out, re.S)
+    # top-level jobs and the jobs inside group jobs (indented): a rule line, then its
+    # indented body
+    blocks = re.findall(r"^\s*(?:local)?rule (\w+):\n((?:[ ]{4,}\S.*\n)+)", out, re.M)
     resources = {}
     for rule, body in blocks:
         line = re.search(r"^\s+resources: (.*)$", body, re.M)
-        resources.setdefault(rule, []).append(line.group(1) if line else "")
+        method = re.search(r"method=(\w+)", body)
+        cheap = rule == "saliency" and method and method.group(1) in ("fakecam", "random")
+        resources.setdefault(rule, []).append(((line.group(1) if line else ""), cheap))
     for rule in GPU_RULES:
-        for res in resources[rule]:
-            assert re.search(r"(^|, )gpu=1(,|$)", res), (rule, res)
+        for res, cheap in resources[rule]:
+            # fakecam/random maps need no forward: their saliency asks for no GPU
+            gpus = "0" if cheap else "1"
+            assert re.search(rf"(^|, )gpu={gpus}(,|$)", res), (rule, res)
             assert re.search(r"(^|, )mem_mb=\d+", res) and re.search(r"(^|, )runtime=\d+", res)
             assert "slurm_partition=<your-partition>" in res, (rule, res)
     for rule in set(resources) - GPU_RULES:
-        for res in resources[rule]:
+        for res, _ in resources[rule]:
             assert "gpu=" not in res, (rule, res)
 
 
