@@ -23,6 +23,9 @@ rule train:
         model=model_json,
         device=EXP.device,
         augment=AUGMENT_JSON,
+        # CPU training is bit-reproducible for a given thread count only (reductions
+        # split by thread): a run with another count retrains
+        threads=lambda wildcards, threads: threads,
     shell:
         "python -m cambench train --train {input.train:q} --test {input.test:q} --model {params.model:q} --name {wildcards.model}"
         " --base={input.base:q} --augment {params.augment:q} --out-model {output.model:q} --out-history {output.history:q}"

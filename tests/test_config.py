@@ -56,6 +56,9 @@ def _write(workdir, name, **changes):
         ("methods.gradcm", {}, "methods.gradcm"),
         ("methods.random", {"sead": 1}, "methods.random"),
         ("models.baseline.epochz", 1, "epochz"),
+        ("methods.random", {"seed": "seven"}, "'methods.random.seed': expected int"),
+        ("eval.shards", 99, "'eval.shards': 99 shards of 16 images"),
+        ("experiment", "..", "experiment"),
     ],
 )
 def test_bad_config_fails_before_any_job_naming_the_key(workdir, key, value, message):
@@ -63,6 +66,16 @@ def test_bad_config_fails_before_any_job_naming_the_key(workdir, key, value, mes
     proc = snakemake(workdir, "-n", "--configfile", name, check=False)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
+    assert not (workdir / "results").exists()
+
+
+def test_a_missing_dataset_root_fails_before_any_job(workdir):
+    name = _write(
+        workdir, "noroot.yaml", **{"dataset.name": "imagefolder", "dataset.root": "no/such"}
+    )
+    proc = snakemake(workdir, "-n", "--configfile", name, check=False)
+    assert proc.returncode != 0
+    assert "config key 'dataset.root': 'no/such' is not a folder" in proc.stdout + proc.stderr
     assert not (workdir / "results").exists()
 
 
