@@ -179,3 +179,34 @@ PLOTS = [f"{RESULTS}/plots/{name}.png" for name in EXPERIMENT_FIGURES] + [
     for figure in MODEL_FIGURES
     for model in MODELS
 ]
+
+
+# On a cluster (profiles/slurm) a shard's saliency job and its metrics job form one
+# submitted job (group eval-<model>-<method>). Peak memory of a saliency or metrics job
+# does not grow with the split (reads are batch by batch): 0.7 and 1.0 GB measured on
+# CPU at 500 and 4000 images (benchmarks/results/memory-cpu.txt); a GPU job keeps room
+# for the CUDA libraries.
+EVAL_MEM_MB = 2000 if GPU == 0 else 4000
+# Maps that need no model forward when the class explained is the label; under
+# `device: auto` their saliency job asks for no GPU (it runs on the CPU, same maps).
+NO_FORWARD_METHODS = ("fakecam", "random")
+
+
+def saliency_gpus(wildcards):
+    cheap = wildcards.method in NO_FORWARD_METHODS and EXP.eval.target == "label"
+    return 0 if cheap and EXP.device == "auto" else GPU
+
+
+def _train_threads():
+    """The train job's thread count as it will run: 4 (or --set-threads train=N, capped
+    by --max-threads), capped by --cores as Snakemake caps every job's threads, cluster
+    jobs included. CPU training is bit-reproducible for one thread count only, so it is
+    also a param of the train job: another count retrains."""
+    settings = workflow.resource_settings
+    threads = int(settings.overwrite_threads.get("train", 4))
+    if settings.max_threads:
+        threads = min(threads, int(settings.max_threads))
+    return min(threads, int(settings.cores))
+
+
+TRAIN_THREADS = _train_threads()

@@ -1,17 +1,4 @@
-# On a cluster (profiles/slurm) a shard's saliency job and its metrics job form one
-# submitted job (group eval-<model>-<method>). Peak memory of a saliency or metrics job
-# does not grow with the split (reads are batch by batch): 0.7 and 1.0 GB measured on
-# CPU at 500 and 4000 images (benchmarks/results/memory-cpu.txt); a GPU job keeps room
-# for the CUDA libraries.
-EVAL_MEM_MB = 2000 if GPU == 0 else 4000
-# Maps that need no model forward when the class explained is the label; under
-# `device: auto` their saliency job asks for no GPU (it runs on the CPU, same maps).
-NO_FORWARD_METHODS = ("fakecam", "random")
-
-
-def saliency_gpus(wildcards):
-    cheap = wildcards.method in NO_FORWARD_METHODS and EXP.eval.target == "label"
-    return 0 if cheap and EXP.device == "auto" else GPU
+# One shard of one model × method's maps (resources: rules/common.smk).
 
 
 rule saliency:

@@ -13,7 +13,7 @@ rule train:
         f"{BENCH}/train/{{model}}.tsv"
     conda:
         ENV
-    threads: 4
+    threads: TRAIN_THREADS
     resources:
         mem_mb=lambda w: 8000 * train_processes(w),
         runtime=240,
@@ -23,9 +23,7 @@ rule train:
         model=model_json,
         device=EXP.device,
         augment=AUGMENT_JSON,
-        # CPU training is bit-reproducible for a given thread count only (reductions
-        # split by thread): a run with another count retrains
-        threads=lambda wildcards, threads: threads,
+        threads=TRAIN_THREADS,  # see rules/common.smk
     shell:
         "python -m cambench train --train {input.train:q} --test {input.test:q} --model {params.model:q} --name {wildcards.model}"
         " --base={input.base:q} --augment {params.augment:q} --out-model {output.model:q} --out-history {output.history:q}"

@@ -105,3 +105,18 @@ def planned_jobs(output: str) -> dict[str, int]:
             break
         jobs[parts[0]] = int(parts[1])
     return jobs
+
+
+@pytest.fixture
+def registry():
+    """Saliency methods and architectures that a test registers (plug-ins) are removed
+    afterwards, so later tests see the built-in registries."""
+    from cambench.models import ARCH_FACTORIES
+    from cambench.saliency import METHODS
+
+    methods, archs = set(METHODS), set(ARCH_FACTORIES)
+    yield
+    for name in set(METHODS) - methods:
+        del METHODS[name]
+    for name in set(ARCH_FACTORIES) - archs:
+        del ARCH_FACTORIES[name]

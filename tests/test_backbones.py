@@ -23,6 +23,7 @@ from cambench.models import (
     weights_file,
 )
 from cambench.models.castream import CAStream
+from cambench.models.layers import resolve_layer
 from cambench.models.normalization import Normalize
 from cambench.models.torchvision_models import (
     IMAGENET_MEAN,
@@ -31,7 +32,6 @@ from cambench.models.torchvision_models import (
     pretrained_weights_path,
 )
 from cambench.saliency import explain
-from cambench.saliency.layers import resolve_layer
 from cambench.training import GradAlignObjective
 
 TARGETS = {

@@ -76,7 +76,7 @@ def test_pretrained_models_are_converted_not_trained(run):
     assert "my_method" in summary and "resnet18_pre" in summary and "my_vit" in summary
 
 
-def test_the_plugin_methods_maps_are_its_function_normalized(run):
+def test_the_plugin_methods_maps_are_its_function_normalized(run, registry):
     """The HDF5 maps equal ``n(up(ReLU(S)))`` of the plug-in function, by hand."""
     results = run / "results" / "byo"
     test = read_split(results / "data" / "test.h5")

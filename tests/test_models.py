@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cambench.data.store import Split
-from cambench.models import build_model, load_checkpoint, save_checkpoint
+from cambench.models import build_model, load_checkpoint, read_checkpoint, save_checkpoint
 from cambench.models.normalization import Normalize
 from cambench.training import TrainConfig, train_model
 
@@ -44,7 +44,10 @@ def test_checkpoint_round_trip(tmp_path):
     assert not loaded.training
     x = torch.rand(2, 3, 16, 16)
     torch.testing.assert_close(loaded(x), model.eval()(x), atol=0, rtol=0)
-    assert loaded.class_names == ["a", "b", "c"]
+    info = read_checkpoint(tmp_path / "m.pt")
+    assert info.class_names == ["a", "b", "c"] and info.num_classes == 3
+    assert info.config == {"width": 4, "blocks": [1, 1, 1, 1]}
+    assert not hasattr(loaded, "class_names")  # nothing rides on the module
 
 
 def test_bad_checkpoint_names_the_file(tmp_path):

@@ -21,17 +21,6 @@ from cambench.specs import parse_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def registry():
-    """Registered names added by a test are removed afterwards."""
-    methods, archs = set(METHODS), set(ARCH_FACTORIES)
-    yield
-    for name in set(METHODS) - methods:
-        del METHODS[name]
-    for name in set(ARCH_FACTORIES) - archs:
-        del ARCH_FACTORIES[name]
-
-
 def _write(tmp_path: Path, name: str, code: str) -> str:
     path = tmp_path / name
     path.write_text(textwrap.dedent(code))

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from cambench.cli import main
 from cambench.data.store import Split, write_split
-from cambench.models import build_model, check_model_config
+from cambench.models import build_model
+from cambench.specs import check_model_entry
 from cambench.training import (
     CrossEntropyObjective,
     GradAlignObjective,
@@ -189,7 +190,7 @@ def test_bad_training_keys_are_named(key, value):
         TrainConfig.from_model_config({key: value})
     assert err.value.key == key
     with pytest.raises(ValueError, match=rf"config key 'models\.m\.{key}'"):
-        check_model_config("m", {key: value})
+        check_model_entry("m", {key: value})
 
 
 def test_label_smoothing():

@@ -345,12 +345,16 @@ def parse_config(config: dict[str, Any]) -> Experiment:
     methods = _method_params(config["methods"])
     dataset = config["dataset"]
     root = dataset.get("root")
-    if dataset["name"] != "shapes" and not dataset.get("download") and root:
-        if not Path(root).is_dir():
-            raise ValueError(
-                f"config key 'dataset.root': {root!r} is not a folder (relative to the "
-                f"working directory {Path.cwd()})"
-            )
+    if (
+        dataset["name"] != "shapes"
+        and not dataset.get("download")
+        and root
+        and not Path(root).is_dir()
+    ):
+        raise ValueError(
+            f"config key 'dataset.root': {root!r} is not a folder (relative to the "
+            f"working directory {Path.cwd()})"
+        )
     ev = config["eval"]
     evaluation = EvalSpec(
         int(ev["n_images"]), int(ev["shards"]), int(ev["batch_size"]), ev["target"]

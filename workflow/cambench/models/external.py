@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from cambench.models.layers import default_layer_name
 from cambench.models.normalization import Normalize
 from cambench.models.torchvision_models import ARCHS as TORCHVISION_ARCHS
 from cambench.models.torchvision_models import (
@@ -104,8 +105,6 @@ class ExternalClassifier(nn.Module):
 
     @property
     def default_target_layer(self) -> str:
-        from cambench.saliency.layers import default_layer_name
-
         return self.layer_prefix + default_layer_name(self.net)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

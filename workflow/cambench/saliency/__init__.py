@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cambench.models.layers import default_layer_name, resolve_layer
 from cambench.saliency import (  # noqa: F401  (registers methods)
     baselines,
     gradient_cams,
@@ -48,7 +49,6 @@ from cambench.saliency import (  # noqa: F401  (registers methods)
     score_cams,
 )
 from cambench.saliency.core import all_finite, finalize_maps, frozen_eval, minmax_normalize
-from cambench.saliency.layers import default_layer_name, resolve_layer
 from cambench.saliency.registry import METHODS, Method, MethodFn, get_method, register
 
 __all__ = [
