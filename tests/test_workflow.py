@@ -274,3 +274,26 @@ def test_randomization_sanity_check_flags_model_independent_methods(run):
     assert list(cascade["randomized"]) == ["none", *SMALL_RESNET_CASCADE]
     assert (results / "plots" / "randomization.png").stat().st_size > 10_000
     assert "model-independent" in (results / "summary.md").read_text()
+
+
+def test_job_logs_read_as_text(run):
+    """Each job's log: a header (job, model, method, parameters, device, threads,
+    inputs, version), plain progress lines (no carriage-return bars in a file), and a
+    closing line with what it wrote and how long it took."""
+    logs = run / "logs" / "tiny"
+    saliency = (logs / "saliency" / "baseline" / "gradcam" / "shard-0.log").read_text()
+    first = saliency.splitlines()[0]
+    assert first.startswith("cambench ") and "· saliency ·" in first
+    for line in ("  model: baseline", "  method: gradcam", "  parameters: {}", "  device: cpu"):
+        assert line in saliency, saliency
+    assert "  threads: 1" in saliency and "  input: results/tiny/models/baseline.pt" in saliency
+    assert "gradcam shard 0: 1/1 batches" in saliency
+    assert "  wrote: results/tiny/saliency/baseline/gradcam/shard-0.h5" in saliency
+    assert saliency.rstrip().splitlines()[-1].startswith("done in ")
+    for path in logs.rglob("*.log"):
+        text = path.read_text()
+        assert "\r" not in text, path
+        if "plots" not in path.parts:
+            assert text.startswith("cambench "), path
+    train = (logs / "train" / "baseline.log").read_text()
+    assert "epoch 2/2: loss" in train and max(len(line) for line in train.splitlines()) < 400

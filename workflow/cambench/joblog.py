@@ -43,7 +43,7 @@ def footer(start: float, outputs: Sequence[str]) -> None:
     seconds = time.perf_counter() - start
     for path in outputs:
         print(f"  wrote: {path}", flush=True)
-    print(f"done in {seconds:.1f} s", flush=True)
+    print(f"done in {seconds:.2f} s", flush=True)
 
 
 def progress(items: Iterable[T], desc: str, total: int, enabled: bool = True) -> Iterator[T]:

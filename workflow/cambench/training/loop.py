@@ -66,6 +66,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -517,7 +518,8 @@ def train_model(
         bar = tqdm(
             range(steps_per_epoch),
             desc=f"epoch {epoch}/{config.epochs}",
-            disable=not (progress and world.is_main),
+            # a bar on a terminal only: in a log file, the epoch lines below
+            disable=not (progress and world.is_main and sys.stderr.isatty()),
             leave=False,
         )
         batches = [
