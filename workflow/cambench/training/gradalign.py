@@ -1,4 +1,5 @@
-"""Gradient-aligned training (Torres Figueroa et al., VISAPP 2024; REFERENCES.md).
+"""Gradient-aligned training: Torres Figueroa, Zhang, Sicre, Avrithis, Ayache, "A learning
+paradigm for interpretable gradients", VISAPP 2024 (https://arxiv.org/abs/2404.15024).
 
 ``L = CE + λ·L_R``: ``L_R`` pulls the standard input gradient ``g = ∂y_t/∂x`` of the
 ground-truth class ``t`` towards the guided-backpropagation gradient ``ĝ`` of the
