@@ -46,21 +46,19 @@ def cmd_train(args: argparse.Namespace) -> None:
     from cambench.jobs import train
     from cambench.specs import check_model_entry
 
-    train.run(
-        args.name,
-        check_model_entry(args.name, args.model),
-        args.train,
-        args.test,
-        args.out_model,
-        args.out_history,
-        args.base or None,
-        args.augment,
-        _runtime(args),
-        args.threads,
+    job = train.TrainJob(
+        name=args.name,
+        model_config=check_model_entry(args.name, args.model),
+        train_path=args.train,
+        test_path=args.test,
+        out_model=args.out_model,
+        out_history=args.out_history,
+        base_path=args.base or None,
+        augment=args.augment,
         resume=not args.no_resume,
         progress=not args.no_progress,
-        worker_argv=lambda threads: _train_argv(args, threads),
     )
+    train.run(job, _runtime(args), args.threads, lambda threads: _train_argv(args, threads))
 
 
 def _train_argv(args: argparse.Namespace, threads: int) -> list[str]:

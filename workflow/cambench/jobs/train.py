@@ -11,6 +11,7 @@ import os
 import shlex
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,65 +33,48 @@ from cambench.training import (
 )
 
 
+@dataclass(frozen=True)
+class TrainJob:
+    """What one training job reads and writes: the model's name and validated config
+    entry, the splits, the outputs, a CA-Stream's base checkpoint (refused for other
+    kinds), the augmentation, and whether to resume and show progress."""
+
+    name: str
+    model_config: dict[str, Any]
+    train_path: str | os.PathLike
+    test_path: str | os.PathLike
+    out_model: str | os.PathLike
+    out_history: str | os.PathLike
+    base_path: str | os.PathLike | None
+    augment: dict[str, Any] | None
+    resume: bool
+    progress: bool
+
+
 def run(
-    name: str,
-    model_config: dict[str, Any],
-    train_path: str | os.PathLike,
-    test_path: str | os.PathLike,
-    out_model: str | os.PathLike,
-    out_history: str | os.PathLike,
-    base_path: str | os.PathLike | None,
-    augment: dict[str, Any] | None,
+    job: TrainJob,
     device: torch.device,
     threads: int,
-    resume: bool,
-    progress: bool,
     worker_argv: Callable[[int], list[str]],
 ) -> None:
-    """Train ``name`` (its validated config entry ``model_config``) on the train split.
+    """Train ``job.name`` on the train split.
 
-    A ``castream`` model needs ``base_path``, its base model's checkpoint (its
-    backbone and classifier are frozen); other kinds refuse one. ``worker_argv(threads)``
-    is the command line each torchrun worker runs when the model asks for several
-    GPUs (``gpus``).
+    ``worker_argv(threads)`` is the command line each torchrun worker runs when the
+    model asks for several GPUs (``gpus``).
     """
-    kind = model_config["kind"]
-    if kind == "castream" and not base_path:
+    kind = job.model_config["kind"]
+    if kind == "castream" and not job.base_path:
         raise ValueError("a castream model needs --base, the base model's checkpoint")
-    if kind != "castream" and base_path:
+    if kind != "castream" and job.base_path:
         raise ValueError(f"--base is only for castream models, not kind {kind!r}")
-    gpus = TrainConfig.from_model_config(model_config).gpus
+    gpus = TrainConfig.from_model_config(job.model_config).gpus
     if distributed.launched_by_torchrun():
         with distributed.process_group(device) as rank_device:
-            train_one(
-                name,
-                model_config,
-                train_path,
-                test_path,
-                out_model,
-                out_history,
-                base_path,
-                augment,
-                rank_device,
-                resume,
-                progress,
-            )
+            train_one(job, rank_device)
     elif gpus > 1:
-        _launch(name, device, gpus, threads, worker_argv)
+        _launch(job.name, device, gpus, threads, worker_argv)
     else:
-        train_one(
-            name,
-            model_config,
-            train_path,
-            test_path,
-            out_model,
-            out_history,
-            base_path,
-            augment,
-            device,
-            resume,
-            progress,
-        )
+        train_one(job, device)
 
 
 def _launch(
@@ -137,20 +121,9 @@ def build_trainee(
     return model, config
 
 
-def train_one(
-    name: str,
-    model_config: dict[str, Any],
-    train_path: str | os.PathLike,
-    test_path: str | os.PathLike,
-    out_model: str | os.PathLike,
-    out_history: str | os.PathLike,
-    base_path: str | os.PathLike | None,
-    augment: dict[str, Any] | None,
-    device: torch.device,
-    resume: bool,
-    progress: bool,
-) -> None:
+def train_one(job: TrainJob, device: torch.device) -> None:
     """Train and save one model; on several processes each calls this, rank 0 writes."""
+    name, model_config, augment = job.name, job.model_config, job.augment
     world = distributed.current_world()
     start = (
         joblog.header(
@@ -162,17 +135,21 @@ def train_one(
                 "device": str(device),
                 "processes": world.size,
             },
-            [str(train_path), str(test_path), *([str(base_path)] if base_path else [])],
+            [
+                str(job.train_path),
+                str(job.test_path),
+                *([str(job.base_path)] if job.base_path else []),
+            ],
         )
         if world.is_main
         else time.perf_counter()
     )
     train_config = TrainConfig.from_model_config(model_config)
     seed_everything(train_config.seed)
-    train = read_split(train_path)
-    test = read_split(test_path)
+    train = read_split(job.train_path)
+    test = read_split(job.test_path)
     num_classes = len(train.class_names)
-    model, config = build_trainee(model_config, base_path, num_classes)
+    model, config = build_trainee(model_config, job.base_path, num_classes)
     if model_config["kind"] == "gradalign":
         objective = GradAlignObjective(
             lam=float(config.get("lambda", 7.5e-3)),
@@ -181,7 +158,7 @@ def train_one(
         )
     else:
         objective = CrossEntropyObjective(label_smoothing=train_config.label_smoothing)
-    resume_path = Path(f"{out_model}.resume.pt") if resume else None
+    resume_path = Path(f"{job.out_model}.resume.pt") if job.resume else None
     tic = time.perf_counter()
     history = train_model(
         model,
@@ -189,7 +166,7 @@ def train_one(
         test,
         train_config,
         device,
-        progress=progress,
+        progress=job.progress,
         objective=objective,
         augment=augment,
         resume_path=resume_path,
@@ -197,9 +174,9 @@ def train_one(
     seconds = time.perf_counter() - tic
     if not world.is_main:
         return
-    save_checkpoint(out_model, model, config, num_classes, train.class_names)
+    save_checkpoint(job.out_model, model, config, num_classes, train.class_names)
     write_json(
-        out_history,
+        job.out_history,
         {
             "model": name,
             "kind": model_config["kind"],
@@ -220,4 +197,4 @@ def train_one(
     if resume_path is not None:
         resume_path.unlink(missing_ok=True)  # the outputs are complete
     print(f"{name}: test accuracy {100 * history[-1]['test_acc']:.2f} % in {seconds:.0f} s")
-    joblog.footer(start, [str(out_model), str(out_history)])
+    joblog.footer(start, [str(job.out_model), str(job.out_history)])
