@@ -11,7 +11,13 @@ from cambench.data import preparation_config
 from cambench.data.augment import resolve_augment
 from cambench.models import weights_file
 from cambench.provenance import model_digest, stage_digest
-from cambench.specs import apply_experiment, as_json, parse_config, reference_pairs
+from cambench.specs import (
+    apply_experiment,
+    as_json,
+    parse_config,
+    reference_pairs,
+    statistics_dict,
+)
 
 apply_experiment(config, workflow.config_settings.overwrite_config)
 validate(config, "../workflow/schemas/config.schema.yaml")
@@ -144,13 +150,7 @@ RANDOMIZATION_CSVS = [
 ]
 COMPARISON_PAIRS = as_json(reference_pairs(EXP.models))
 METRICS_SETTINGS = as_json(EXP.metrics.job_settings())
-STATISTICS = as_json(
-    {
-        "resamples": EXP.metrics.statistics.resamples,
-        "confidence": EXP.metrics.statistics.confidence,
-        "seed": EXP.metrics.statistics.seed,
-    }
-)
+STATISTICS = as_json(statistics_dict(EXP.metrics.statistics))
 
 # The figures: one for the experiment each, and one per model of the per-model kinds
 # (cambench.jobs.plot.FIGURES draws them). Inputs per figure name.
