@@ -20,6 +20,14 @@ include: "rules/plots.smk"
 report: "workflow/report/workflow.rst"
 
 
+# `device: cuda` on a machine without CUDA fails here, before any job has removed
+# an output it would rewrite, when the jobs run on this machine; on a cluster the
+# jobs run elsewhere and each checks its own node.
+onstart:
+    if workflow.local_exec:
+        check_local_device(EXP.device)
+
+
 # Jobs that need neither a GPU nor a cluster node run where snakemake runs.
 localrules:
     all,

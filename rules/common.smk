@@ -11,6 +11,7 @@ from cambench.data import preparation_config
 from cambench.data.augment import resolve_augment
 from cambench.models import weights_file
 from cambench.provenance import model_digest, stage_digest
+from cambench.runtime import pick_device
 from cambench.specs import (
     apply_experiment,
     as_json,
@@ -25,6 +26,19 @@ try:
     EXP = parse_config(config)
 except ValueError as err:
     raise ValueError(f"invalid configuration: {err}") from None
+
+
+def check_local_device(device):
+    """Fail before any job runs when ``device`` (the config's) names CUDA that this
+    machine lacks; called by the Snakefile's ``onstart`` for jobs that run here."""
+    try:
+        pick_device(device)
+    except RuntimeError as err:
+        raise WorkflowError(
+            f"config key 'device': {err}. Use device: auto or cpu here, or submit the "
+            "jobs to GPU nodes (--profile profiles/slurm)"
+        ) from None
+
 
 RESULTS = f"results/{EXP.name}"
 LOGS = f"logs/{EXP.name}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 import yaml
 from conftest import copy_workflow, planned_jobs, snakemake
 
@@ -58,6 +59,12 @@ def _write(workdir, name, **changes):
         ("models.baseline.epochz", 1, "epochz"),
         ("methods.random", {"seed": "seven"}, "'methods.random.seed': expected int"),
         ("eval.shards", 99, "'eval.shards': 99 shards of 16 images"),
+        (
+            "eval.n_images",
+            41,
+            "'eval.n_images': 41 images, but the test split of dataset "
+            "'shapes' holds 40 (dataset.test_size)",
+        ),
         ("experiment", "..", "experiment"),
     ],
 )
@@ -66,6 +73,21 @@ def test_bad_config_fails_before_any_job_naming_the_key(workdir, key, value, mes
     proc = snakemake(workdir, "-n", "--configfile", name, check=False)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
+    assert not (workdir / "results").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_machine_without_it_fails_before_any_job(workdir):
+    """Checked when jobs would run here (onstart), not in a dry run: the config may be
+    meant for a cluster's GPU nodes."""
+    name = _write(workdir, "cuda.yaml", device="cuda")
+    assert snakemake(workdir, "-n", "--configfile", name).returncode == 0
+    proc = snakemake(workdir, "--cores", "1", "--configfile", name, check=False)
+    assert proc.returncode != 0
+    assert (
+        "config key 'device': device 'cuda' requested but CUDA is not available on this "
+        "machine" in proc.stdout + proc.stderr
+    )
     assert not (workdir / "results").exists()
 
 
@@ -132,6 +154,28 @@ def test_method_parameter_types_are_checked_naming_the_key():
 def test_more_shards_than_images_is_refused():
     with pytest.raises(ValueError, match="'eval.shards': 8 shards of 4 images"):
         check_config({"eval": {"n_images": 4, "shards": 8, "batch_size": 4, "target": "label"}})
+
+
+def test_more_images_than_the_test_split_holds_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="'eval.n_images': 1001 images, but the test split"):
+        check_config({"eval": {"n_images": 1001, "shards": 1, "batch_size": 4, "target": "label"}})
+    with pytest.raises(ValueError, match="'sanity.n_images': 1001 images, but the test split"):
+        check_config({"sanity": {"randomization": True, "n_images": 1001}})
+    cifar = {"name": "cifar10", "root": str(tmp_path), "image_size": 32, "max_test": 30}
+    with pytest.raises(ValueError, match="'eval.n_images': 200 images.*'cifar10' holds 30$"):
+        check_config({"dataset": cifar})
+    check_config({"dataset": {**cifar, "max_test": None}})  # 10 000 test images
+    # an image folder: its val/ files are counted (class folders only), not decoded
+    for k, cls in enumerate(("cat", "dog")):
+        (tmp_path / "val" / cls).mkdir(parents=True)
+        for i in range(60 + 40 * k):
+            (tmp_path / "val" / cls / f"{i}.JPEG").write_bytes(b"")
+        (tmp_path / "val" / cls / "notes.txt").write_text("not an image")
+    (tmp_path / "val" / "stray.jpg").write_bytes(b"")  # outside a class folder
+    folder = {"name": "imagefolder", "root": str(tmp_path), "image_size": 32}
+    with pytest.raises(ValueError, match="'imagefolder' holds 160$"):
+        check_config({"dataset": folder, "eval": {"n_images": 161}})
+    check_config({"dataset": folder, "eval": {"n_images": 160}})
 
 
 def test_schema_defaults_are_filled():

@@ -612,3 +612,17 @@ def test_metrics_on_cuda_match_cpu(random_case):
     assert torch.allclose(cc_gpu.o.cpu(), cc_cpu.o, atol=1e-4)
     loc = localization(maps.cuda(), maps.cuda() > 0.5)
     assert loc.energy.device.type == "cuda"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("kernel", "sigma", "shape"),
+    [(11, 5.0, (3, 3, 32, 32)), (5, 1.3, (2, 1, 9, 14)), (1, 0.5, (1, 3, 4, 4))],
+)
+def test_gaussian_blur_equals_torchvisions_bit_for_bit(dtype, kernel, sigma, shape):
+    """cambench blurs without importing torchvision; the numbers must not change."""
+    from cambench.metrics.faithfulness import gaussian_blur
+
+    images = torch.rand(shape, generator=torch.Generator().manual_seed(kernel), dtype=dtype)
+    ours = gaussian_blur(images, kernel, sigma)
+    assert torch.equal(ours, TF.gaussian_blur(images, [kernel, kernel], [sigma, sigma]))

@@ -17,7 +17,13 @@ def pick_device(name: str = "auto") -> torch.device:
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {name!r}")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise RuntimeError(
+            f"device {name!r} requested but this machine has {torch.cuda.device_count()} "
+            "CUDA device(s)"
+        )
+    return device
 
 
 def seed_everything(seed: int) -> None:

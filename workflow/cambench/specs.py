@@ -364,6 +364,15 @@ def parse_config(config: dict[str, Any]) -> Experiment:
             f"config key 'eval.shards': {evaluation.shards} shards of {evaluation.n_images} "
             "images (eval.n_images) would leave shards empty"
         )
+    from cambench.data import test_split_size
+
+    available = test_split_size(dataset)
+    if available is not None and evaluation.n_images > available:
+        raise ValueError(
+            f"config key 'eval.n_images': {evaluation.n_images} images, but the test split "
+            f"of dataset {dataset['name']!r} holds {available}"
+            + (" (dataset.test_size)" if dataset["name"] == "shapes" else "")
+        )
     m = config["metrics"]
     from cambench.metrics.protocols import PROTOCOL_KEYS, resolve_protocol
 
@@ -384,6 +393,11 @@ def parse_config(config: dict[str, Any]) -> Experiment:
                 f"config key 'sanity.methods': {method!r} is not a configured method "
                 f"({', '.join(methods)})"
             )
+    if sanity_methods and available is not None and int(s["n_images"]) > available:
+        raise ValueError(
+            f"config key 'sanity.n_images': {s['n_images']} images, but the test split "
+            f"of dataset {dataset['name']!r} holds {available}"
+        )
     sanity = SanitySpec(
         bool(s["randomization"]),
         sanity_methods,

@@ -28,8 +28,12 @@ DATASETS = ("shapes", "cifar10", "cifar100", "imagefolder")
 # leaves them out of its params, so changing them retrains without re-preparing.
 TRAINING_ONLY_KEYS = ("augment",)
 
+# The test splits of CIFAR-10 and CIFAR-100 (torchvision's ``train=False``).
+CIFAR_TEST_IMAGES = 10_000
+
 __all__ = [
     "DATASETS",
+    "test_split_size",
     "Split",
     "preparation_config",
     "prepare_dataset",
@@ -41,6 +45,32 @@ __all__ = [
 def preparation_config(dataset_config: dict[str, Any]) -> dict[str, Any]:
     """The part of the dataset config that :func:`prepare_dataset` uses."""
     return {k: v for k, v in dataset_config.items() if k not in TRAINING_ONLY_KEYS}
+
+
+def test_split_size(dataset_config: dict[str, Any]) -> int | None:
+    """How many images the prepared test split will hold at most, from the config and
+    (for an image folder) a count of the files, without decoding anything; ``None``
+    where that cannot be known yet (a dataset still to be downloaded or found).
+
+    The workflow checks ``eval.n_images`` against it when it reads the config, so a
+    too-large value fails before any job runs (a damaged image skipped with
+    ``skip_damaged`` can still make the split smaller; the saliency job checks again).
+    """
+    name = dataset_config.get("name", "shapes")
+    limit = dataset_config.get("max_test")
+    if name == "shapes":
+        return int(dataset_config.get("test_size", 1000))
+    if name in ("cifar10", "cifar100"):
+        total = CIFAR_TEST_IMAGES
+    elif name == "imagefolder" and dataset_config.get("root"):
+        from cambench.data.imagefolder import count_test_images
+
+        total = count_test_images(dataset_config["root"])
+        if total is None:
+            return None
+    else:
+        return None
+    return min(total, int(limit)) if limit else total
 
 
 def prepare_dataset(

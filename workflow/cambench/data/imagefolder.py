@@ -129,6 +129,21 @@ def list_images(
     return paths, torch.tensor(labels, dtype=torch.int64)
 
 
+def count_test_images(root: str | os.PathLike) -> int | None:
+    """Image files below ``<root>/<val or test>/<class>/`` (what :func:`list_images`
+    would find there), counted without opening them; ``None`` without such a folder."""
+    root = Path(root)
+    test_dir = next((root / d for d in TEST_FOLDERS if (root / d).is_dir()), None)
+    if test_dir is None:
+        return None
+    count = 0
+    for entry in os.scandir(test_dir):
+        if entry.is_dir():
+            for _, _, filenames in os.walk(entry.path, followlinks=True):
+                count += sum(f.lower().endswith(IMG_EXTENSIONS) for f in filenames)
+    return count
+
+
 def find_box_file(boxes: Path, split_dir: str, class_name: str, stem: str) -> Path | None:
     """The annotation of one image: the first existing candidate (module docstring)."""
     for candidate in (

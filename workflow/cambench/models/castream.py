@@ -61,7 +61,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models import ConvNeXt, MobileNetV2, ResNet
 
 from cambench.models.small_resnet import SmallResNet
 from cambench.models.torchvision_models import RESNET_STEM, TorchvisionClassifier
@@ -219,6 +218,10 @@ def stream_layout(base: nn.Module) -> StreamLayout:
     """The :class:`StreamLayout` of a supported base model; ``ValueError`` otherwise."""
     if isinstance(base, SmallResNet):
         return _resnet_layout(("normalize", "stem"))
+    # imported here: torchvision costs a job 1–2 s of start-up that cambench's own
+    # SmallResNet (the default experiment's) does not need
+    from torchvision.models import ConvNeXt, MobileNetV2, ResNet
+
     if isinstance(base, ResNet):
         return _resnet_layout(RESNET_STEM[1:])
     if isinstance(base, MobileNetV2):
