@@ -71,9 +71,12 @@ def run(
         [str(model_path), str(data_path)],
     )
     model = load_checkpoint(model_path, map_location=device)
-    layer_name = resolve_layer(model, layer)[0] if spec.uses_layer else ""
     split = read_split(data_path)
     index = shard_indices(n_images, len(split), shards, shard)
+    # A model that names no target layer gets the last one that outputs a map, found
+    # by a forward of the split's first image (resolve_layer's probe; every shard the same).
+    example = split.float_images(slice(0, 1)).to(device) if len(split) else None
+    layer_name = resolve_layer(model, layer, example)[0] if spec.uses_layer else ""
     attrs = {
         "method": method,
         "params": full_params,

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cambench.models.layers import default_layer_name, resolve_layer
+from cambench.models.layers import LAYOUTS, default_layer_name, forced_layout, resolve_layer
 from cambench.saliency import (  # noqa: F401  (registers methods)
     baselines,
     gradient_cams,
@@ -52,6 +52,7 @@ from cambench.saliency.core import all_finite, finalize_maps, frozen_eval, minma
 from cambench.saliency.registry import METHODS, Method, MethodFn, get_method, register
 
 __all__ = [
+    "LAYOUTS",
     "METHODS",
     "Method",
     "default_layer_name",
@@ -104,6 +105,7 @@ def explain(
     images: torch.Tensor,
     targets: torch.Tensor,
     layer: str | nn.Module | None = None,
+    layout: str | None = None,
     **params: Any,
 ) -> torch.Tensor:
     """Saliency maps (B, H, W) float32 in [0, 1] of ``targets`` for ``images``.
@@ -114,8 +116,13 @@ def explain(
     class indices in [0, num_classes) (the number of classes is the logits' width,
     checked at each method's first forward; ``fakecam`` and ``random`` run no forward).
     Non-finite logits or gradients are a ValueError, not all-zero maps. ``layer`` is a
-    dotted module path, a module, or ``None`` for the model's default target layer. The
-    model's mode, hooks and ``requires_grad`` flags are left as found.
+    dotted module path, a module, or ``None`` for the model's default target layer
+    (:func:`default_layer_name`; where the model names none, the last layer that
+    outputs a map, found by a forward of ``images[:1]``). The layer's output is read
+    as a (B, C, h, w) map whatever its layout: (B, C, h, w), (B, h, w, C) where the
+    layer's channel counts show it, or ViT tokens (B, [1 +] h·w, C); ``layout``
+    (``"channels_first"``, ``"channels_last"`` or ``"tokens"``) forces one instead.
+    The model's mode, hooks and ``requires_grad`` flags are left as found.
     """
     spec, params = _method_and_params(method, params)
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
@@ -142,8 +149,9 @@ def explain(
             f"target {int(targets[targets < 0][0])} is negative: targets are class indices "
             "in [0, num_classes)"
         )
-    target_layer = resolve_layer(model, layer)[1] if spec.uses_layer else None
-    with frozen_eval(model):
-        raw = spec(model, images.detach(), targets, target_layer, **params)
+    images = images.detach()
+    target_layer = resolve_layer(model, layer, images)[1] if spec.uses_layer else None
+    with frozen_eval(model), forced_layout(target_layer, layout):
+        raw = spec(model, images, targets, target_layer, **params)
     _check_raw(raw, images.shape[0], spec)
     return finalize_maps(raw, tuple(images.shape[-2:]), relu=spec.relu)

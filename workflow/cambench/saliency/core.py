@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+# The layouts live with the layer lookup (which probes them); imported from here too.
+from cambench.models.layers import (  # noqa: F401
+    ChannelsLast,
+    Layout,
+    TokenLayout,
+    layer_layout,
+)
 from cambench.models.small_resnet import SmallResNet
 
 
@@ -81,58 +86,15 @@ def target_scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return logits.gather(1, targets.view(-1, 1)).squeeze(1)
 
 
-@dataclass(frozen=True)
-class TokenLayout:
-    """How a transformer layer's token output (B, prefix + h·w, C) maps to a CAM
-    activation (B, C, h, w): the ``prefix`` class/register tokens are dropped and the
-    others laid out row by row (pytorch-grad-cam's ``reshape_transform`` for ViTs)."""
-
-    prefix: int
-    h: int
-    w: int
-
-    @staticmethod
-    def infer(tokens: int, layer_name: str) -> TokenLayout:
-        """The layout of ``tokens`` tokens: a square grid, after 0 or 1 class token."""
-        for prefix in (0, 1):
-            side = math.isqrt(tokens - prefix)
-            if side > 0 and side * side == tokens - prefix:
-                return TokenLayout(prefix, side, side)
-        raise ValueError(
-            f"target layer {layer_name} outputs {tokens} tokens: neither a square grid nor "
-            "one class token and a square grid; choose another layer"
-        )
-
-    def to_map(self, output: torch.Tensor) -> torch.Tensor:
-        b, _, c = output.shape
-        return output[:, self.prefix :].reshape(b, self.h, self.w, c).permute(0, 3, 1, 2)
-
-    def to_tokens(self, acts: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        """``acts`` (B, C, h, w) back as tokens, after ``output``'s prefix tokens."""
-        grid = acts.permute(0, 2, 3, 1).reshape(acts.shape[0], self.h * self.w, acts.shape[1])
-        return torch.cat([output[:, : self.prefix].detach(), grid], 1)
-
-
-def layer_layout(module: nn.Module, output: object) -> TokenLayout | None:
-    """``None`` for a (B, C, h, w) output, the :class:`TokenLayout` of a (B, N, C) one;
-    ValueError for anything else."""
-    if isinstance(output, torch.Tensor) and output.ndim == 4:
-        return None
-    if isinstance(output, torch.Tensor) and output.ndim == 3:
-        return TokenLayout.infer(output.shape[1], type(module).__name__)
-    shape = getattr(output, "shape", type(output).__name__)
-    raise ValueError(
-        f"target layer {type(module).__name__} must output a (B, C, h, w) tensor or "
-        f"(B, tokens, C) tokens, got {shape}"
-    )
-
-
 class LayerCapture:
     """Forward hook on ``layer`` that keeps its output ``A`` as a tensor of its own.
 
-    A transformer layer's tokens (B, [1 +] h·w, C) become ``A`` (B, C, h, w)
-    (:class:`TokenLayout`); with ``grad=True`` the model continues with ``A`` turned
-    back into tokens, so gradients reach ``A``.
+    ``A`` is always (B, C, h, w): a transformer layer's tokens (B, [1 +] h·w, C)
+    (:class:`TokenLayout`) and a channels-last output (B, h, w, C)
+    (:class:`ChannelsLast`) are reshaped (:func:`layer_layout`); with ``grad=True``
+    the model continues with ``A`` turned back into the layer's own layout, so
+    gradients reach ``A``. ``rest`` keeps what the map leaves out (a ViT's class
+    token), for methods that hand the layer's output back to the model.
 
     The stored activation never shares memory with a tensor the model can still
     modify: torchvision's ResNet blocks, for instance, add the shortcut to ``bn2``'s
@@ -151,17 +113,19 @@ class LayerCapture:
     def __init__(self, layer: nn.Module, grad: bool) -> None:
         self.grad = grad
         self.activation: torch.Tensor | None = None
-        self.layout: TokenLayout | None = None
+        self.layout: Layout = None
+        self.rest: torch.Tensor | None = None
         self._handle = layer.register_forward_hook(self._hook)
 
     def _hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
         self.layout = layer_layout(module, output)
         if self.layout is not None:
+            self.rest = self.layout.rest(output)
             if not self.grad:
                 self.activation = self.layout.to_map(output.detach()).clone()
                 return None
             self.activation = self.layout.to_map(output.detach()).clone().requires_grad_(True)
-            return self.layout.to_tokens(self.activation, output)
+            return self.layout.to_output(self.activation, output)
         if not self.grad:
             self.activation = output.detach().clone()
             return None

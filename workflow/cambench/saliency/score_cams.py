@@ -10,6 +10,7 @@ loop), skip the rows whose result is known without a forward, and work under
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,13 @@ from torch import nn
 
 from cambench.models.inference import inference_copy
 from cambench.models.tail import ModelTail, trace_tail
-from cambench.saliency.core import activations, layer_layout, target_scores, weighted_sum
+from cambench.saliency.core import (
+    Layout,
+    activations,
+    layer_layout,
+    target_scores,
+    weighted_sum,
+)
 from cambench.saliency.registry import register
 
 # pytorch-grad-cam's ScoreCAM: (H - min) / (max - min + 1e-8) for the channel masks.
@@ -35,18 +42,52 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
+@dataclass(frozen=True)
+class CleanPass:
+    """The target layer's map ``A`` (B, K, h, w) and the logits of the unperturbed
+    images, with what turns rows of ``A`` back into the layer's own output."""
+
+    acts: torch.Tensor
+    logits: torch.Tensor
+    layout: Layout
+    rest: torch.Tensor | None  # what the map leaves out, per image (a ViT's class token)
+
+    def layer_output(self, acts: torch.Tensor, rows_b: torch.Tensor) -> torch.Tensor:
+        """Rows ``acts`` of images ``rows_b`` in the layer's own layout (tokens,
+        channels last), as the layers after it expect."""
+        if self.layout is None:
+            return acts
+        return self.layout.to_output(acts, None if self.rest is None else self.rest[rows_b])
+
+
 def clean_forward(
     model: nn.Module,
     images: torch.Tensor,
     targets: torch.Tensor,
     layer: nn.Module,
     batch_size: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(A, logits)`` of the unperturbed images, ``batch_size`` images per forward."""
-    parts = [
-        activations(model, images[s], layer, targets[s]) for s in _chunks(len(images), batch_size)
-    ]
-    return torch.cat([a for a, _ in parts]), torch.cat([y for _, y in parts])
+) -> CleanPass:
+    """``A`` and the logits of the unperturbed images, ``batch_size`` images per forward
+    (:func:`cambench.saliency.core.activations`); a hook of its own keeps the layer's
+    layout and what the map leaves out."""
+    layouts: list[Layout] = []
+    rests: list[torch.Tensor | None] = []
+
+    def keep(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        layouts.append(layer_layout(module, output))
+        rests.append(None if layouts[-1] is None else layouts[-1].rest(output))
+
+    handle = layer.register_forward_hook(keep)
+    try:
+        parts = [
+            activations(model, images[s], layer, targets[s])
+            for s in _chunks(len(images), batch_size)
+        ]
+    finally:
+        handle.remove()
+    rest = None if rests[0] is None else torch.cat(rests)
+    acts, logits = torch.cat([a for a, _ in parts]), torch.cat([y for _, y in parts])
+    return CleanPass(acts, logits, layouts[0], rest)
 
 
 # ---------------------------------------------------------------------------------------
@@ -92,7 +133,7 @@ def scorecam(
     torch.Size([2, 32, 32])
     """
     batch_size = _check_batch_size(batch_size)
-    acts, _ = clean_forward(model, images, targets, layer, batch_size)
+    acts = clean_forward(model, images, targets, layer, batch_size).acts
     b, k = acts.shape[:2]
     size = tuple(images.shape[-2:])
     model = inference_copy(model, images.device)  # the masked forwards: folded, channels-last
@@ -137,9 +178,14 @@ def _context_values(
 
 
 def _tail_logits(
-    split: ModelTail, context: list[torch.Tensor], acts: torch.Tensor, rows_b: torch.Tensor
+    split: ModelTail,
+    context: list[torch.Tensor],
+    clean: CleanPass,
+    acts: torch.Tensor,
+    rows_b: torch.Tensor,
 ) -> torch.Tensor:
-    return split.tail(acts, *(c[rows_b] for c in context))
+    """The tail's logits for rows ``acts`` (maps) of images ``rows_b``."""
+    return split.tail(clean.layer_output(acts, rows_b), *(c[rows_b] for c in context))
 
 
 def _ablated(acts: torch.Tensor, rows_b: torch.Tensor, rows_k: torch.Tensor) -> torch.Tensor:
@@ -150,24 +196,21 @@ def _ablated(acts: torch.Tensor, rows_b: torch.Tensor, rows_k: torch.Tensor) -> 
 
 
 def _tail_is_faithful(
-    split: ModelTail,
-    context: list[torch.Tensor],
-    acts: torch.Tensor,
-    logits: torch.Tensor,
-    batch_size: int,
+    split: ModelTail, context: list[torch.Tensor], clean: CleanPass, batch_size: int
 ) -> bool:
     """Does the tail reproduce the model's logits, with each image repeated twice?"""
+    acts = clean.acts
     rows_b = torch.arange(len(acts), device=acts.device).repeat_interleave(2)
     try:
         out = torch.cat(
             [
-                _tail_logits(split, context, acts[rows_b[s]], rows_b[s])
+                _tail_logits(split, context, clean, acts[rows_b[s]], rows_b[s])
                 for s in _chunks(len(rows_b), batch_size)
             ]
         )
     except Exception:
         return False
-    expected = logits[rows_b]
+    expected = clean.logits[rows_b]
     if not isinstance(out, torch.Tensor) or out.shape != expected.shape:
         return False
     scale = float(expected.abs().max()) + 1.0
@@ -179,8 +222,7 @@ def _scores_by_tail(
     images: torch.Tensor,
     targets: torch.Tensor,
     layer: nn.Module,
-    acts: torch.Tensor,
-    logits: torch.Tensor,
+    clean: CleanPass,
     rows: tuple[torch.Tensor, torch.Tensor],
     batch_size: int,
 ) -> torch.Tensor | None:
@@ -192,13 +234,14 @@ def _scores_by_tail(
         context = _context_values(split, images, batch_size)
     except Exception:
         return None
-    if context is None or not _tail_is_faithful(split, context, acts, logits, batch_size):
+    if context is None or not _tail_is_faithful(split, context, clean, batch_size):
         return None
     b_idx, k_idx = rows
+    acts = clean.acts
     scores = torch.empty(len(b_idx), device=acts.device, dtype=torch.float32)
     for s in _chunks(len(b_idx), batch_size):
         rows_b = b_idx[s]
-        out = _tail_logits(split, context, _ablated(acts, rows_b, k_idx[s]), rows_b)
+        out = _tail_logits(split, context, clean, _ablated(acts, rows_b, k_idx[s]), rows_b)
         scores[s] = target_scores(out, targets[rows_b]).float()
     return scores
 
@@ -220,8 +263,8 @@ def _scores_by_model(
     replacement: list[torch.Tensor] = []
 
     def substitute(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        layout = layer_layout(module, output)  # a transformer layer's tokens
-        return replacement[0] if layout is None else layout.to_tokens(replacement[0], output)
+        layout = layer_layout(module, output)  # tokens, channels last: back to the output's
+        return replacement[0] if layout is None else layout.to_output(replacement[0], output)
 
     b_idx, k_idx = rows
     scores = torch.empty(len(b_idx), device=acts.device, dtype=torch.float32)
@@ -246,15 +289,16 @@ def ablation_scores(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(A, y_c, y_c^(k))``: activations, target logits and the logits with channel
     ``k`` zeroed (B, K). ``split=False`` forces whole-model forwards."""
-    acts, logits = clean_forward(model, images, targets, layer, batch_size)
-    y = target_scores(logits, targets).float()
+    clean = clean_forward(model, images, targets, layer, batch_size)
+    acts = clean.acts
+    y = target_scores(clean.logits, targets).float()
     b, k = acts.shape[:2]
     # Ablating a channel that is already all zero changes nothing: y^(k) = y.
     rows = acts.flatten(2).ne(0).any(2).nonzero(as_tuple=True)
     ablated = y.view(b, 1).repeat(1, k)
     scores = None
     if split:
-        scores = _scores_by_tail(model, images, targets, layer, acts, logits, rows, batch_size)
+        scores = _scores_by_tail(model, images, targets, layer, clean, rows, batch_size)
     if scores is None:
         scores = _scores_by_model(model, images, targets, layer, acts, rows, batch_size)
     ablated[rows] = scores
