@@ -13,6 +13,7 @@ the target layer only (see :func:`cambench.saliency.core.activations_and_gradien
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cambench.saliency.core import activations, activations_and_gradients, weighted_sum
@@ -128,15 +129,37 @@ def layercam(
     return (grads.clamp_min(0) * acts).sum(1)
 
 
-def _gap_linear_head(model: nn.Module, channels: int) -> nn.Linear:
-    head = getattr(model, "fc", None)
-    pools = [m for m in model.modules() if isinstance(m, nn.AdaptiveAvgPool2d)]
-    if isinstance(head, nn.Linear) and head.in_features == channels and pools:
-        return head
-    raise ValueError(
-        f"'cam' needs a global-average-pooling → Linear head ('fc' with {channels} inputs) "
-        f"after the target layer; {type(model).__name__} has none"
-    )
+def gap_linear_head(model: nn.Module, acts: torch.Tensor, logits: torch.Tensor) -> nn.Linear:
+    """The classifier of a model that is global average pooling → Linear after the
+    target layer, found by structure and checked on the batch.
+
+    The head is the last ``nn.Linear`` with ``in_features = C`` (channels of ``A``)
+    and ``out_features`` = the number of classes, accepted only if
+    ``logits ≈ GAP(A) @ W.T + b`` (a Dropout in eval mode between them is fine):
+    whatever the layers' names, CAM is defined exactly where that holds.
+    """
+    channels, classes = acts.shape[1], logits.shape[1]
+    linears = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and m.in_features == channels and m.out_features == classes
+    ]
+    if not linears:
+        raise ValueError(
+            f"'cam' needs a global-average-pooling → Linear head (a Linear with {channels} "
+            f"inputs and {classes} outputs) after the target layer; "
+            f"{type(model).__name__} has none"
+        )
+    name, head = linears[-1]
+    pooled = F.linear(acts.mean((2, 3)), head.weight, head.bias)
+    scale = float(logits.abs().max()) + 1.0
+    if not torch.allclose(pooled, logits.to(pooled.dtype), rtol=1e-3, atol=1e-4 * scale):
+        raise ValueError(
+            f"'cam' needs a global-average-pooling → Linear head after the target layer; "
+            f"{type(model).__name__} is not GAP → Linear after it (its logits are not "
+            f"GAP(A) @ W.T + b of its Linear {name!r})"
+        )
+    return head
 
 
 @register("cam")
@@ -146,9 +169,11 @@ def cam(
     """CAM (Zhou et al. 2016): activations weighted by the classifier's weights of the class.
 
     ``S = Σ_k w_{c,k} A^k`` where ``w_{c,k}`` is the weight of the linear classifier
-    ``fc`` from channel ``k`` (after global average pooling) to class ``c``, so
+    from channel ``k`` (after global average pooling) to class ``c``, so
     ``y_c = (1 / hw) Σ_ij S_ij + b_c``. Defined only for models whose target layer
-    feeds global average pooling and then ``fc``; others are a ValueError.
+    feeds global average pooling and then a Linear (ResNet's ``fc``, MobileNet's
+    ``classifier.1``, …), found by structure and checked on the batch
+    (:func:`gap_linear_head`); others are a ValueError.
 
     Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR 2016,
     https://arxiv.org/abs/1512.04150.
@@ -159,6 +184,6 @@ def cam(
     >>> explain("cam", model, images, targets).shape
     torch.Size([2, 32, 32])
     """
-    acts, _ = activations(model, images, layer, targets)
-    head = _gap_linear_head(model, acts.shape[1])
+    acts, logits = activations(model, images, layer, targets)
+    head = gap_linear_head(model, acts, logits)
     return weighted_sum(head.weight[targets], acts)
