@@ -293,6 +293,10 @@ def test_job_logs_read_as_text(run):
     for path in logs.rglob("*.log"):
         text = path.read_text()
         assert "\r" not in text, path
+        # torch's thread count follows the rule's threads in every job (train: 2 here)
+        expected = "2" if path.parent.name == "train" else "1"
+        threads = [line.split(": ")[1] for line in text.splitlines() if "  threads: " in line]
+        assert threads == [expected], (path, threads)
         if "plots" not in path.parts:
             assert text.startswith("cambench "), path
     train = (logs / "train" / "baseline.log").read_text()

@@ -13,6 +13,8 @@ import json
 import sys
 from typing import Any
 
+from cambench.allocator import tune_allocator
+
 
 def _json(text: str) -> Any:
     try:
@@ -416,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     from cambench.plugins import load_plugins, plugins_from_env
 
     args = build_parser().parse_args(argv)
+    tune_allocator()
     try:
         load_plugins(plugins_from_env() if args.plugins is None else args.plugins)
         args.func(args)

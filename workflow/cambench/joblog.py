@@ -23,7 +23,10 @@ T = TypeVar("T")
 
 def header(job: str, settings: dict[str, Any], inputs: Sequence[str] = ()) -> float:
     """Print the job's header; returns the start time for :func:`footer`."""
-    threads = os.environ.get("OMP_NUM_THREADS", "")
+    # torch's own count where the job uses torch (set from --threads, or from the
+    # OMP_NUM_THREADS that Snakemake sets to the rule's threads), else that variable
+    torch = sys.modules.get("torch")
+    threads = str(torch.get_num_threads()) if torch else os.environ.get("OMP_NUM_THREADS", "")
     lines = [
         f"cambench {__version__} · {job} · {platform.node()} · python {platform.python_version()}"
     ]
