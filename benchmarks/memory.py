@@ -2,21 +2,24 @@
 """Peak memory of a saliency job and a metrics job against the size of the test split
 (a benchmark, not a test).
 
-For each ``--sizes`` N it writes a 64 px ``shapes`` test split of N images (the first
+For each ``--sizes`` N it writes a ``--image-size`` px ``shapes`` test split of N images (the first
 ``--distinct`` generated images, repeated: the content does not matter here) and the
 default experiment's baseline model (config.yaml ``models.baseline``, randomly
 initialised), then runs, each as its own process exactly as the workflow does
-(``python -m cambench saliency`` / ``metrics``), Grad-CAM on the first ``--n-images``
-test images and the metrics of those maps, and reports each process's peak resident
+(``python -m cambench saliency`` / ``metrics``), each of ``--methods`` on the first
+``--n-images`` test images and the metrics of the last one's maps, and reports each
+process's peak resident
 set size (``ru_maxrss`` of ``os.wait4``) and wall time. With streaming reads the
 peak does not depend on N: a job reads its shard's images batch by batch; a job
-that reads the whole split grows by its size (N × 3 × 64 × 64 bytes of images and
-N × 64 × 64 of masks).
+that reads the whole split grows by its size (N × 3 × H × W bytes of images and
+N × H × W of masks).
 
 ``--package DIR`` runs the jobs with another checkout's ``workflow/`` directory on
 ``PYTHONPATH`` (to measure an older version the same way).
 
     python benchmarks/memory.py --output benchmarks/results/memory-cpu.txt
+    python benchmarks/memory.py --sizes 2000 20000 --image-size 224 \\
+        --methods gradcam scorecam --n-images 32 --batch-size 16 --output …
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ sys.path.insert(0, str(REPO / "workflow"))
 from cambench.data.shapes import CLASS_NAMES, generate_shapes  # noqa: E402
 from cambench.data.store import SplitWriter  # noqa: E402
 from cambench.models import build_model, save_checkpoint  # noqa: E402
+from cambench.saliency import get_method  # noqa: E402
 
 METRICS = {"forward_batch_size": 128, "pointing_tolerance": 0.0, "protocol": "custom", "steps": 8}
 
@@ -85,7 +89,7 @@ def main() -> None:
     parser.add_argument("--distinct", type=int, default=500)
     parser.add_argument("--n-images", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--method", default="gradcam")
+    parser.add_argument("--methods", nargs="+", default=["gradcam"])
     parser.add_argument("--package", type=Path, default=REPO / "workflow")
     parser.add_argument("--label", default="", help="a name for --package in the output")
     parser.add_argument("--output", type=Path)
@@ -100,20 +104,25 @@ def main() -> None:
             data = tmp / f"test-{n}.h5"
             write_test_split(data, n, args.distinct, args.image_size)
             common = ["--model", str(model), "--model-name", "baseline", "--data", str(data)]
-            maps = tmp / f"maps-{n}.h5"
-            rss_s, sec_s = run_job(
-                [
-                    "saliency",
-                    *common,
-                    *["--method", args.method, "--params", "{}", "--layer="],
-                    *["--n-images", str(args.n_images), "--shards", "1", "--shard", "0"],
-                    *["--batch-size", str(args.batch_size), "--target", "label"],
-                    *["--device", "cpu", "--threads", "1", "--out", str(maps)],
-                ],
-                args.package,
-                tmp / f"saliency-{n}.log",
-            )
-            expect = {"model": "baseline", "method": args.method, "params": {}, "shard": 0}
+            row = [n, n * (3 + 1) * args.image_size**2 / 1e6, data.stat().st_size / 1e6]
+            for method in args.methods:
+                maps = tmp / f"maps-{n}-{method}.h5"
+                params = get_method(method).resolve_params({})
+                rss_s, sec_s = run_job(
+                    [
+                        "saliency",
+                        *common,
+                        *["--method", method, "--params", json.dumps(params), "--layer="],
+                        *["--n-images", str(args.n_images), "--shards", "1", "--shard", "0"],
+                        *["--batch-size", str(args.batch_size), "--target", "label"],
+                        *["--device", "cpu", "--threads", "1", "--out", str(maps)],
+                    ],
+                    args.package,
+                    tmp / f"saliency-{n}-{method}.log",
+                )
+                row += [rss_s, sec_s]
+                print(f"N={n}: {method} saliency {rss_s:.0f} MB, {sec_s:.0f} s", flush=True)
+            expect = {"model": "baseline", "method": method, "params": params, "shard": 0}
             expect.update(shards=1, n_images=args.n_images)
             rss_m, sec_m = run_job(
                 [
@@ -132,30 +141,34 @@ def main() -> None:
                 args.package,
                 tmp / f"metrics-{n}.log",
             )
-            split_mb = n * (3 + 1) * args.image_size**2 / 1e6
-            rows.append((n, split_mb, data.stat().st_size / 1e6, rss_s, sec_s, rss_m, sec_m))
-            print(f"N={n}: saliency {rss_s:.0f} MB, metrics {rss_m:.0f} MB", flush=True)
+            rows.append((*row, rss_m, sec_m))
+            print(f"N={n}: metrics {rss_m:.0f} MB, {sec_m:.0f} s", flush=True)
 
     lines = [
         f"# benchmarks/memory.py — {datetime.date.today()} — {platform.node()} "
         f"({os.cpu_count()} CPUs), torch {torch.__version__}",
         f"# package: {args.package}{f' ({args.label})' if args.label else ''}",
-        f"# model: {entry} (random init); {args.method} then metrics ({json.dumps(METRICS)})",
+        f"# model: {entry} (random init); {', '.join(args.methods)}, then the metrics of "
+        f"the last one's maps ({json.dumps(METRICS)})",
         f"# on the first {args.n_images} test images, batch {args.batch_size}, "
         f"{args.image_size} px, one process per job, --threads 1",
         "",
         f"{'split images':>12}  {'uint8+mask MB':>13}  {'file MB':>7}  "
-        f"{'saliency peak RSS MB':>20}  {'s':>5}  {'metrics peak RSS MB':>19}  {'s':>5}",
+        + "  ".join(f"{m + ' peak RSS MB':>22}  {'s':>5}" for m in args.methods)
+        + f"  {'metrics peak RSS MB':>19}  {'s':>5}",
     ]
-    for n, split_mb, file_mb, rss_s, sec_s, rss_m, sec_m in rows:
-        lines.append(
-            f"{n:>12}  {split_mb:>13.1f}  {file_mb:>7.1f}  {rss_s:>20.0f}  {sec_s:>5.1f}  "
-            f"{rss_m:>19.0f}  {sec_m:>5.1f}"
+    for n, split_mb, file_mb, *jobs in rows:
+        cells = "  ".join(
+            f"{jobs[2 * i]:>22.0f}  {jobs[2 * i + 1]:>5.1f}" for i in range(len(jobs) // 2)
         )
-    (first, *_, last) = rows if len(rows) > 1 else rows * 2
+        lines.append(f"{n:>12}  {split_mb:>13.1f}  {file_mb:>7.1f}  {cells}")
+    first, last = rows[0], rows[-1]
+    growth = ", ".join(
+        f"{name} {last[3 + 2 * i] - first[3 + 2 * i]:+.0f} MB"
+        for i, name in enumerate([*args.methods, "metrics"])
+    )
     lines.append(
-        f"\npeak RSS growth from {first[0]} to {last[0]} images: saliency "
-        f"{last[3] - first[3]:+.0f} MB, metrics {last[5] - first[5]:+.0f} MB "
+        f"\npeak RSS growth from {first[0]} to {last[0]} images: {growth} "
         f"(the split's uint8 images and masks grow by {last[1] - first[1]:.0f} MB)"
     )
     text = "\n".join(lines) + "\n"

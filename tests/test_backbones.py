@@ -218,11 +218,11 @@ def test_arch_capability_lists():
 
     torch.manual_seed(0)
     images = torch.rand(1, 3, 64, 64)
-    for arch in ("resnet18",):  # the wrapped ResNets have a GAP → fc head: CAM works
+    for arch in ("resnet18", "mobilenet_v2"):  # GAP → Linear heads: CAM works
         assert arch in GAP_FC_ARCHS and arch in CASTREAM_BASE_ARCHS
         model = build_model({"arch": arch}, 3).eval()
         assert explain("cam", model, images, torch.tensor([1])).shape == (1, 64, 64)
-    assert "mobilenet_v2" not in GAP_FC_ARCHS and "convnext_tiny" not in GAP_FC_ARCHS
+    assert "convnext_tiny" not in GAP_FC_ARCHS
     assert "vgg16_bn" not in CASTREAM_BASE_ARCHS
     # every listed base builds a CA-Stream (the config check and the model agree)
     for arch in CASTREAM_BASE_ARCHS:
@@ -260,3 +260,35 @@ def test_config_accepts_a_castream_on_convnext_with_the_released_recipe():
     config["models"]["ca"]["backbone_bn"] = "eval"
     with pytest.raises(Exception, match="'eval' is not one of"):
         validate(config, str(root / "workflow" / "schemas" / "config.schema.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("name", "gap_linear"),
+    [
+        ("mobilenet_v2", True),
+        ("efficientnet_b0", True),
+        ("regnet_y_400mf", True),
+        ("resnext50_32x4d", True),
+        ("densenet121", False),  # a ReLU between the features and the pooling
+        ("convnext_tiny", False),  # a LayerNorm between the pooling and the Linear
+        ("mobilenet_v3_small", False),  # two Linear layers
+    ],
+)
+def test_the_workflow_runs_cam_exactly_on_torchvision_models_with_a_gap_linear_head(
+    name, gap_linear
+):
+    """``has_gap_linear_head`` (which model × method pairs the workflow plans) agrees
+    with what ``cam`` finds on the model itself, on the default target layer."""
+    import torchvision
+
+    from cambench.models import has_gap_linear_head
+
+    assert has_gap_linear_head(f"torchvision:{name}") is gap_linear
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, num_classes=3).eval()
+    images, targets = torch.rand(2, 3, 64, 64), torch.tensor([0, 2])
+    if gap_linear:
+        assert explain("cam", model, images, targets).shape == (2, 64, 64)
+    else:
+        with pytest.raises(ValueError, match="GAP|global-average-pooling"):
+            explain("cam", model, images, targets)

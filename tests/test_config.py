@@ -190,7 +190,8 @@ def test_method_applies_by_model_kind():
     assert not _spec("baseline").applies("castream_attention")
     assert not _spec("castream").applies("cam")
     assert _spec().applies("cam") and _spec("gradalign").applies("gradcam")
-    assert not _spec(arch="mobilenet_v2").applies("cam")
+    assert _spec(arch="mobilenet_v2").applies("cam")
+    assert not _spec(arch="convnext_tiny").applies("cam")
 
 
 def test_castream_base_must_be_a_plain_model():

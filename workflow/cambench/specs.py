@@ -147,12 +147,12 @@ class ModelSpec:
         """Whether ``method`` is defined for this model: ``cam`` needs a GAP → Linear
         head (not CA-Stream), ``castream_attention`` a CA-Stream model. The workflow
         skips the other pairs."""
-        from cambench.models import GAP_FC_ARCHS
+        from cambench.models import has_gap_linear_head
 
         if method == "castream_attention":
             return self.is_castream
         if method == "cam":
-            return not self.is_castream and self.arch in GAP_FC_ARCHS
+            return not self.is_castream and has_gap_linear_head(self.arch)
         return True
 
 

@@ -62,7 +62,29 @@ CASTREAM_BASE_ARCHS = (
     "mobilenet_v2",
     "convnext_tiny",
 )
-GAP_FC_ARCHS = ("resnet_small", "resnet18", "resnet34", "resnet50")
+GAP_FC_ARCHS = ("resnet_small", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
+# torchvision families whose default target layer is followed by global average pooling
+# and a Linear only (dropout aside): `cam` applies to their `torchvision:` models.
+GAP_LINEAR_TORCHVISION = (
+    "resnet",
+    "resnext",
+    "wide_resnet",
+    "mobilenet_v2",
+    "efficientnet",
+    "regnet",
+)
+
+
+def has_gap_linear_head(arch: str) -> bool:
+    """Whether a model of ``arch`` ends in GAP → Linear after its default target layer,
+    so the workflow runs ``cam`` on it (the method checks the structure again on the
+    model itself). Unknown (plug-in, ``timm:``) archs: False; ``cam`` works on them
+    through the API when they have such a head."""
+    name = arch.removeprefix("torchvision:")
+    return arch in GAP_FC_ARCHS or (
+        arch.startswith("torchvision:") and name.startswith(GAP_LINEAR_TORCHVISION)
+    )
+
 
 _SMALL_RESNET_ONLY = ("width", "blocks")
 
@@ -70,6 +92,7 @@ __all__ = [
     "ARCHITECTURES",
     "CASTREAM_BASE_ARCHS",
     "GAP_FC_ARCHS",
+    "has_gap_linear_head",
     "KINDS",
     "ARCH_FACTORIES",
     "Checkpoint",
