@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from cambench.allocator import tune_allocator
+from cambench.openmp import prefer_passive_wait
 
 
 def _json(text: str) -> Any:
@@ -419,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     tune_allocator()
+    prefer_passive_wait()
     try:
         load_plugins(plugins_from_env() if args.plugins is None else args.plugins)
         args.func(args)
