@@ -1,5 +1,6 @@
 # The configuration, parsed once (cambench.specs), and the names every rule file uses.
 # All config logic lives here; the other rule files only wire paths and params.
+import math
 import re
 import shlex
 import sys
@@ -197,10 +198,25 @@ PLOTS = [f"{RESULTS}/plots/{name}.png" for name in EXPERIMENT_FIGURES] + [
 
 # On a cluster (profiles/slurm) a shard's saliency job and its metrics job form one
 # submitted job (group eval-<model>-<method>). Peak memory of a saliency or metrics job
-# does not grow with the split (reads are batch by batch): 0.7 and 1.0 GB measured on
-# CPU at 500 and 4000 images (benchmarks/results/memory-cpu.txt); a GPU job keeps room
-# for the CUDA libraries.
-EVAL_MEM_MB = 2000 if GPU == 0 else 4000
+# does not grow with the split (reads are batch by batch) but with the images of its
+# largest forward batch: about 1 GB for the process and 330 bytes per image pixel in
+# that batch (benchmarks/results/memory-cpu.txt: the default model at 224 px, Score-CAM
+# with 256 masked images per forward 4.9 GB, metrics with 128 3.1 GB; at 32 px every
+# job stays near 1 GB). A GPU job keeps 2 GB more for the CUDA libraries. Models much
+# wider than the default need more: raise it with set-resources (profiles/slurm).
+def eval_mem_mb(batch):
+    pixels = int(EXP.dataset["image_size"]) ** 2
+    estimate = 1000 + 330 * batch * pixels / 1e6 + (0 if GPU == 0 else 2000)
+    return max(2000 if GPU == 0 else 4000, 500 * math.ceil(estimate / 500))
+
+
+def saliency_mem_mb(wildcards):
+    """A shard's saliency job: its batch, or the method's own forward batch."""
+    own = EXP.methods[wildcards.method].get("batch_size", 0)
+    return eval_mem_mb(max(EXP.eval.batch_size, int(own or 0)))
+
+
+METRICS_MEM_MB = eval_mem_mb(max(EXP.eval.batch_size, EXP.metrics.forward_batch_size))
 # Maps that need no model forward when the class explained is the label; under
 # `device: auto` their saliency job asks for no GPU (it runs on the CPU, same maps).
 NO_FORWARD_METHODS = ("fakecam", "random")

@@ -19,7 +19,7 @@ rule metrics:
         ENV
     threads: 1
     resources:
-        mem_mb=EVAL_MEM_MB,
+        mem_mb=METRICS_MEM_MB,
         runtime=120,
         gpu=GPU,
     params:

@@ -17,7 +17,7 @@ rule saliency:
         ENV
     threads: 1
     resources:
-        mem_mb=EVAL_MEM_MB,
+        mem_mb=saliency_mem_mb,
         runtime=120,
         gpu=saliency_gpus,
     params:

@@ -211,3 +211,35 @@ def test_castream_base_arch_must_be_supported():
     check_config({"methods": {}, "models": {**models, "ca": {"kind": "castream", "base": "m"}}})
     with pytest.raises(ValueError, match=r"'models.ca.base': CA-Stream supports.*'vgg16_bn'"):
         check_config({"methods": {}, "models": {**models, "ca": {"kind": "castream", "base": "v"}}})
+
+
+def _declared_mem_mb(output: str) -> dict[tuple[str, str], int]:
+    """{(rule, method): mem_mb} of a dry run's saliency and metrics jobs."""
+    import re
+
+    found = {}
+    for block in re.split(r"\n(?=\s*(?:local)?rule )", output):
+        rule = re.match(r"\s*(?:local)?rule (\w+):", block)
+        method = re.search(r"wildcards: .*method=(\w+)", block)
+        mem = re.search(r"resources: .*?\bmem_mb=(\d+)", block)
+        if rule and method and mem and rule[1] in ("saliency", "metrics"):
+            found[(rule[1], method[1])] = int(mem[1])
+    return found
+
+
+def test_eval_jobs_declare_memory_for_their_largest_forward_batch(workdir):
+    """About 1 GB plus 330 bytes per image pixel of the largest batch a job forwards
+    (rules/common.smk): the 32 px tiny experiment keeps the 2 GB floor, 224 px images
+    get what benchmarks/memory.py measured (Score-CAM 256 images per forward: 4.9 GB)."""
+    methods = {"gradcam": {}, "scorecam": {}}
+    small = _write(workdir, "small.yaml", methods=methods)
+    big = _write(workdir, "big.yaml", methods=methods, **{"dataset.image_size": 224})
+    runs = [snakemake(workdir, "-n", "--configfile", name) for name in (small, big)]
+    small_mem, mem = (_declared_mem_mb(run.stdout + run.stderr) for run in runs)
+    assert len(small_mem) == 4 and set(small_mem.values()) == {2000}
+    forward = yaml.safe_load((workdir / "big.yaml").read_text())["metrics"]["forward_batch_size"]
+    batch = 256  # Score-CAM's default masked images per forward
+    assert mem[("saliency", "scorecam")] == 500 * -(-(1000 + 330 * batch * 224**2 / 1e6) // 500)
+    assert mem[("saliency", "scorecam")] >= 4900  # the measured peak
+    assert mem[("metrics", "gradcam")] == 500 * -(-(1000 + 330 * forward * 224**2 / 1e6) // 500)
+    assert 2000 <= mem[("saliency", "gradcam")] < mem[("saliency", "scorecam")]
