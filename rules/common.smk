@@ -199,14 +199,14 @@ PLOTS = [f"{RESULTS}/plots/{name}.png" for name in EXPERIMENT_FIGURES] + [
 # On a cluster (profiles/slurm) a shard's saliency job and its metrics job form one
 # submitted job (group eval-<model>-<method>). Peak memory of a saliency or metrics job
 # does not grow with the split (reads are batch by batch) but with the images of its
-# largest forward batch: about 1 GB for the process and 330 bytes per image pixel in
+# largest forward batch: about 1 GB for the process and 250 bytes per image pixel in
 # that batch (benchmarks/results/memory-cpu.txt: the default model at 224 px, Score-CAM
-# with 256 masked images per forward 4.9 GB, metrics with 128 3.1 GB; at 32 px every
+# with 256 masked images per forward 3.8 GB, metrics with 128 2.6 GB; at 32 px every
 # job stays near 1 GB). A GPU job keeps 2 GB more for the CUDA libraries. Models much
 # wider than the default need more: raise it with set-resources (profiles/slurm).
 def eval_mem_mb(batch):
     pixels = int(EXP.dataset["image_size"]) ** 2
-    estimate = 1000 + 330 * batch * pixels / 1e6 + (0 if GPU == 0 else 2000)
+    estimate = 1000 + 250 * batch * pixels / 1e6 + (0 if GPU == 0 else 2000)
     return max(2000 if GPU == 0 else 4000, 500 * math.ceil(estimate / 500))
 
 
