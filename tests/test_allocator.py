@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only"
 )
 
-# Allocates and frees a 48 MiB tensor 20 times (above glibc's default mmap threshold,
+# After a warm-up, allocates and frees a 48 MiB tensor 20 times (above glibc's default mmap threshold,
 # so each one maps fresh pages), then prints the minor page faults it cost and a
 # checksum of an insertion/deletion run whose forwards allocate such blocks too.
 PROBE = """
@@ -23,6 +23,9 @@ import resource, sys, torch
 from cambench.allocator import tune_allocator
 print(tune_allocator())
 torch.manual_seed(0)
+for _ in range(5):  # warm-up: the heap grows to hold the block once
+    x = torch.ones(12 << 20)
+    del x
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(20):
     x = torch.ones(12 << 20)
@@ -53,7 +56,7 @@ def test_tuning_takes_effect_and_changes_no_number():
     untuned = _probe({**base, "GLIBC_TUNABLES": ""})  # the user's (empty) settings win
     assert tuned[0] == "True" and untuned[0] == "False"
     # glibc's default maps fresh pages for every 48 MiB block; tuned, the heap reuses them
-    assert int(tuned[1]) * 2 < int(untuned[1]), (tuned[1], untuned[1])
+    assert int(tuned[1]) * 4 < int(untuned[1]), (tuned[1], untuned[1])
     assert tuned[2] == untuned[2]
 
 
