@@ -10,7 +10,7 @@ trimming it at once. Computed numbers do not change. The thresholds are the smal
 that keep the gain on the default experiment (activations of 33 MB; a trim threshold
 of 128 MiB already brings back half of the page faults); larger blocks are mapped as
 glibc does by default, so a job's peak memory grows by at most the trim threshold (at
-224 px, thresholds of 256 MiB / 1 GiB added 1.4 GB to a Score-CAM job's peak). Imports
+224 px, thresholds of 256 MiB / 1 GiB added 1.5–2.1 GB to a Score-CAM job's peak). Imports
 nothing heavy: the CLI calls it first.
 """
 
