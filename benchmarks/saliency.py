@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """Speed and peak memory of every saliency method (a benchmark, not a test).
 
-For each method in ``cambench.saliency.METHODS`` and two models (the default
-experiment's baseline, a SmallResNet at 32×32 as config.yaml builds it, and a
-torchvision ResNet-50 at 224×224, both randomly
-initialised, in eval mode) it reports:
+For each method in ``cambench.saliency.METHODS`` and up to three models (the default
+experiment's baseline, a SmallResNet at 32×32 as config.yaml builds it; a torchvision
+ResNet-18 with ImageNet normalization inside, 2 images of 64×64, whose layer4 maps are
+2×2; a torchvision ResNet-50 at 224×224; all randomly initialised, in eval mode) it
+reports:
 
 - images per second of ``explain`` (best of ``--repeats`` timed calls);
-- peak memory of the first call: on CUDA ``torch.cuda.max_memory_allocated`` minus
+- peak memory of the first call (later calls run without the reset below: they time
+  what a job's later batches cost): on CUDA ``torch.cuda.max_memory_allocated`` minus
   the memory allocated before the call (model and images excluded); on CPU the
   increase of the process's peak resident set size over its size before the call
   (Linux ``VmHWM``, reset through ``/proc/self/clear_refs`` before each call after
@@ -24,13 +26,21 @@ initialised, in eval mode) it reports:
 - where pytorch-grad-cam has the method, its speed and memory at equal settings
   (same images, target layer and rows per forward for Score-CAM/Ablation-CAM) and
   the speed-up of cambench over it. pytorch-grad-cam gets the model as a user
-  would pass it (parameters requiring grad).
+  would pass it (parameters requiring grad). On ResNet-18 its Score-CAM time is its
+  best of batch sizes 16 (its default) and 64, timed in every round.
+
+The process sets up as every ``cambench`` command does, so it measures what jobs run:
+glibc malloc tuned (:func:`cambench.allocator.tune_allocator`; ``GLIBC_TUNABLES=`` or
+``MALLOC_*`` in the environment turn it off) and OpenMP threads that sleep while they
+wait (:func:`cambench.openmp.prefer_passive_wait`; a set ``OMP_WAIT_POLICY`` wins). The
+header says which applied.
 
 Methods that do not apply to a model (``ValueError``, e.g. ``castream_attention``
 on a plain CNN) show ``n/a``. Runs that would need more than ``--max-seconds``
 (estimated from the measured forward time) are skipped unless ``--full``.
 
     python benchmarks/saliency.py --device cpu --threads 2 --output benchmarks/results/saliency-cpu.txt
+    python benchmarks/saliency.py --device cpu --threads 2 --models resnet18 --methods scorecam
 """
 
 from __future__ import annotations
@@ -51,12 +61,18 @@ from statistics import median
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's progress bars
 
+from cambench.allocator import tune_allocator  # noqa: E402 - imports nothing heavy
+from cambench.openmp import prefer_passive_wait  # noqa: E402
+
+TUNED, PASSIVE = tune_allocator(), prefer_passive_wait()  # before torch loads, as the CLI
+
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 from default_model import default_model  # noqa: E402
 from torch import nn  # noqa: E402
 
 import cambench  # noqa: E402
+from cambench.models.normalization import Normalize  # noqa: E402
 from cambench.saliency import METHODS, explain, resolve_layer  # noqa: E402
 from cambench.saliency.core import frozen_eval, target_scores  # noqa: E402
 
@@ -82,6 +98,8 @@ REFERENCE = {
     "opticam": "fwd+it·(fwd+bwd)",
 }
 MIB = 2**20
+MODELS = ("small", "resnet18", "resnet50")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -95,27 +113,59 @@ class Case:
     targets: torch.Tensor
     opticam_iterations: int
     repeats: int
+    pgc_chunks: tuple[int, ...] = ()  # pytorch-grad-cam Score-CAM: best of these batch sizes
+
+
+class NormalizedResNet18(torchvision.models.ResNet):
+    """torchvision's ResNet-18 with ImageNet normalization as its first step, so that
+    images stay in [0, 1] and ``layer4`` still names its last stage."""
+
+    def __init__(self) -> None:
+        super().__init__(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2])
+        self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.normalize(x))
 
 
 def build_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
     cuda = device.type == "cuda"
     gen = torch.Generator().manual_seed(0)
     cases = []
+    # Images are drawn in this order whichever models are chosen: a case's batch does
+    # not depend on the others.
     small, description, size, classes = default_model()
     n_small = args.batch_size or (256 if cuda else 32 if args.quick else 64)
     small_images = torch.rand(n_small, 3, size, size, generator=gen)
     small_targets = torch.randint(0, classes, (n_small,), generator=gen)
-    cases.append(
-        Case(
-            description,
-            small,
-            "layer4",
-            small_images,
-            small_targets,
-            args.opticam_iterations or (100 if cuda or not args.quick else 20),
-            args.repeats or (1 if args.quick else 3),
+    if "small" in args.models:
+        cases.append(
+            Case(
+                description,
+                small,
+                "layer4",
+                small_images,
+                small_targets,
+                args.opticam_iterations or (100 if cuda or not args.quick else 20),
+                args.repeats or (1 if args.quick else 3),
+            )
         )
-    )
+    if "resnet18" in args.models:
+        torch.manual_seed(0)
+        n = args.batch_size or 2
+        g18 = torch.Generator().manual_seed(18)
+        cases.append(
+            Case(
+                "torchvision ResNet-18 (ImageNet normalization inside), 64x64, 1000 classes",
+                NormalizedResNet18().eval(),
+                "layer4",
+                torch.rand(n, 3, 64, 64, generator=g18),
+                torch.randint(0, 1000, (n,), generator=g18),
+                args.opticam_iterations or (100 if cuda or not args.quick else 20),
+                args.repeats or (2 if args.quick else 5),
+                pgc_chunks=(16, 64),
+            )
+        )
     if "resnet50" in args.models:
         torch.manual_seed(0)
         big = torchvision.models.resnet50(weights=None).eval()
@@ -131,8 +181,6 @@ def build_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
                 args.repeats or (2 if cuda and not args.quick else 1),
             )
         )
-    if "small" not in args.models:
-        cases = cases[1:]
     for case in cases:
         case.model.to(device)
         case.images = case.images.to(device)
@@ -208,7 +256,9 @@ class PeakMemory:
 
 
 class Timer:
-    """Best time over calls, and the peak memory of the first call."""
+    """Best time over calls, and the peak memory of the first call. Only the first call
+    resets the peak (``malloc_trim`` included): later calls find the heap as the last
+    one left it, as a job's next batch does."""
 
     def __init__(self, fn: Callable[[], object], device: torch.device) -> None:
         self.fn, self.device = fn, device
@@ -217,12 +267,13 @@ class Timer:
 
     def __call__(self) -> float:
         _sync(self.device)
-        with PeakMemory(self.device) as mem:
+        first = not self.times
+        with PeakMemory(self.device) if first else contextlib.nullcontext() as mem:
             start = time.perf_counter()
             self.fn()
             _sync(self.device)
             self.times.append(time.perf_counter() - start)
-        if len(self.times) == 1:
+        if first:
             self.peak = mem.peak or 0
         return self.times[-1]
 
@@ -338,6 +389,15 @@ def header(args: argparse.Namespace, device: torch.device) -> list[str]:
         lines.append(f"# device: {torch.cuda.get_device_name(device)}")
     else:
         lines.append("# device: cpu")
+    lines.append(
+        "# allocator: glibc malloc tuned as by every cambench command (tune_allocator)"
+        if TUNED
+        else "# allocator: not tuned (MALLOC_*/GLIBC_TUNABLES set, or not glibc)"
+    )
+    lines.append(
+        f"# OpenMP wait policy: {os.environ.get('OMP_WAIT_POLICY') or 'runtime default'}"
+        + (" (set here, as by every cambench command)" if PASSIVE else "")
+    )
     mem = "max_memory_allocated over the memory allocated before the call"
     if device.type == "cpu":
         mem = (
@@ -353,7 +413,8 @@ def header(args: argparse.Namespace, device: torch.device) -> list[str]:
         "# img/s: best of the timed calls; x ref: method time / time of the reference"
         " passes on the same batch, timed right before it (median over rounds)",
         "# vs pgc: pytorch-grad-cam's time / cambench's time at equal settings, same round"
-        " (median over rounds; >1: cambench faster)",
+        " (median over rounds; >1: cambench faster); Score-CAM on ResNet-18: pytorch-grad-cam's"
+        " best of batch sizes 16 and 64",
     ]
     return lines
 
@@ -411,8 +472,10 @@ def benchmark_case(case: Case, methods: list[str], args, device, emit) -> None:
             device,
         )
         peer = None
+        peer_chunks = case.pgc_chunks if method == "scorecam" and case.pgc_chunks else (chunk,)
         if pgc is not None and method in PGC_CLASSES:
-            peer = Timer(lambda m=method, c=chunk: run_pgc(m, case, c), device)
+            peers = [Timer(lambda m=method, c=c: run_pgc(m, case, c), device) for c in peer_chunks]
+            peer = peers[0]
         ours_cost = (k + 1) * fwd.best if method == "scorecam" else 0.0
         peer_cost = (k + 1) * fwd.best if method in ("scorecam", "ablationcam") else fwd_bwd.best
         run_ours = ours_cost <= args.max_seconds or args.full
@@ -431,7 +494,7 @@ def benchmark_case(case: Case, methods: list[str], args, device, emit) -> None:
             t_fb = fwd_bwd() if "bwd" in ref_name else fwd_bwd.best
             t_rows = fwd_rows() if method == "scorecam" and run_ours else None
             t_ours = ours() if run_ours and error is None else None
-            t_peer = peer() if run_peer else None
+            t_peer = min(p() for p in peers) if run_peer else None
             if t_ours is not None:
                 reference = {
                     "fwd": t_fwd,
@@ -455,7 +518,17 @@ def benchmark_case(case: Case, methods: list[str], args, device, emit) -> None:
             cells += [f"skip~{peer_cost:.0f}s", "", ""]
         else:
             speedup = f"{median(speedups):.3g}x" if speedups else ""
-            cells += [rate(n, peer.best), mib(peer.peak), speedup]
+            best_peer = min(peers, key=lambda p: p.best)
+            cells += [rate(n, best_peer.best), mib(best_peer.peak), speedup]
+            if len(peers) > 1:
+                emit(
+                    f"#   {method}: pytorch-grad-cam's best of batch sizes "
+                    + ", ".join(
+                        f"{c} ({rate(n, p.best)} img/s)"
+                        for c, p in zip(peer_chunks, peers, strict=True)
+                    )
+                    + ", per round"
+                )
         emit(row([method, setting, *cells]))
     emit(
         f"## reference passes (best): fwd {fwd.best * 1e3:.1f} ms ({rate(n, fwd.best)} img/s), "
@@ -488,7 +561,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--quick", action="store_true", help="fewer images and iterations")
     parser.add_argument(
-        "--models", default="small,resnet50", help="comma-separated: small, resnet50 (default both)"
+        "--models",
+        default=",".join(MODELS),
+        help=f"comma-separated, of {', '.join(MODELS)} (default all)",
     )
     parser.add_argument(
         "--max-seconds",
@@ -511,8 +586,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.max_seconds is None:
         args.max_seconds = 600.0 if device.type == "cuda" else 120.0
     args.models = args.models.split(",")
-    if set(args.models) - {"small", "resnet50"}:
-        parser.error(f"--models takes small and/or resnet50, got {args.models}")
+    if set(args.models) - set(MODELS):
+        parser.error(f"--models takes {', '.join(MODELS)}, got {args.models}")
     methods = list(METHODS) if args.methods is None else args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
