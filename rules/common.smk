@@ -16,12 +16,17 @@ from cambench.runtime import pick_device
 from cambench.specs import (
     apply_experiment,
     as_json,
+    check_schema,
     parse_config,
     reference_pairs,
     statistics_dict,
 )
 
 apply_experiment(config, workflow.config_settings.overwrite_config)
+try:
+    check_schema(config)  # one line naming the key, not the validator's dump
+except ValueError as err:
+    raise ValueError(f"invalid configuration: {err}") from None
 validate(config, "../workflow/schemas/config.schema.yaml")
 try:
     EXP = parse_config(config)

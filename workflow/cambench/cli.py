@@ -200,6 +200,38 @@ def cmd_cache_inspect(args: argparse.Namespace) -> None:
         print(describe(path))
 
 
+def cmd_list(args: argparse.Namespace) -> None:
+    from cambench.catalog import listing
+
+    print(listing(args.kind))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from cambench.summary.compare import compare_markdown
+
+    print(compare_markdown(args.results, args.metrics), end="")
+
+
+# One example per subcommand, shown at the end of its --help.
+EXAMPLES = {
+    "prepare-data": """cambench prepare-data --dataset '{"name": "shapes", "image_size": 32, "num_classes": 10, "train_size": 800, "test_size": 100, "seed": 0}' --out-train data/train.h5 --out-test data/test.h5""",
+    "train": """cambench train --train data/train.h5 --test data/test.h5 --model '{"kind": "baseline", "arch": "resnet_small", "epochs": 2}' --name baseline --out-model baseline.pt --out-history baseline.json --device cpu --threads 2""",
+    "convert": """cambench convert --test data/test.h5 --model '{"kind": "pretrained", "arch": "torchvision:resnet18", "weights": "resnet18.pth", "num_classes": 1000}' --name resnet18 --batch-size 64 --out-model resnet18.pt --out-history resnet18.json --device cpu --threads 2""",
+    "saliency": """cambench saliency --model baseline.pt --model-name baseline --data data/test.h5 --method gradcam --params '{}' --n-images 64 --shards 1 --shard 0 --batch-size 32 --target label --out gradcam.h5 --device cpu --threads 1""",
+    "metrics": """cambench metrics --model baseline.pt --model-name baseline --data data/test.h5 --saliency gradcam.h5 --metrics '{"protocol": "custom", "steps": 16, "insertion_substrate": "blur", "deletion_substrate": "black", "blur_sigma": 5.0, "blur_kernel": 11, "forward_batch_size": 512, "pointing_tolerance": 0}' --batch-size 64 --out-csv gradcam.csv --out-curves gradcam.npz --device cpu --threads 1""",
+    "summarize": """cambench summarize --csv results/shapes/metrics/*/*/shard-*.csv --history results/shapes/models/*.json --experiment shapes --pairs '[]' --statistics '{"resamples": 1000, "confidence": 0.95, "seed": 0}' --out-csv summary.csv --out-md summary.md --out-tex summary.tex --comparison-csv comparison.csv --comparison-md comparison.md --comparison-tex comparison.tex""",
+    "randomization": """cambench randomization --model baseline.pt --model-name baseline --data data/test.h5 --method gradcam --params '{}' --n-images 32 --target label --batch-size 32 --seed 0 --statistics '{"resamples": 1000, "confidence": 0.95}' --threshold 0.99 --out gradcam.csv --device cpu --threads 1""",
+    "plot": "cambench plot summary_heatmap results/shapes/summary.csv --out heatmap.png",
+    "cache": "cambench cache inspect results/shapes/saliency/baseline/gradcam/shard-0.h5",
+    "list": "cambench list methods",
+    "compare": "cambench compare results/shapes results/shapes-224 --metrics AD insertion",
+}
+
+
+def _example(command: str) -> str:
+    return f"example:\n  {EXAMPLES[command]}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cambench",
@@ -412,6 +444,34 @@ def build_parser() -> argparse.ArgumentParser:
     q = cache_sub.add_parser("inspect", help="print a saliency file's provenance and shape")
     q.add_argument("files", nargs="+")
     q.set_defaults(func=cmd_cache_inspect)
+
+    p = sub.add_parser(
+        "list",
+        help="list the registered methods (with parameters and defaults), architectures, "
+        "metrics or config keys",
+    )
+    p.add_argument("kind", choices=["methods", "archs", "metrics", "keys"])
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        "compare",
+        help="one table of several experiments' summaries: the same model × method rows "
+        "side by side, each value with its interval",
+    )
+    p.add_argument(
+        "results", nargs="+", help="results/<experiment> folders (or their summary.csv files)"
+    )
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        default=None,
+        help="metric columns to show (default: every metric the summaries have)",
+    )
+    p.set_defaults(func=cmd_compare)
+
+    for name, subparser in sub.choices.items():
+        subparser.epilog = _example(name)
+        subparser.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 

@@ -70,6 +70,24 @@ def apply_experiment(config: dict[str, Any], overrides: dict[str, Any]) -> dict[
     return config
 
 
+def check_schema(config: dict[str, Any]) -> None:
+    """ValueError in one line naming the first key ``config`` breaks the schema at and
+    the rule it breaks (``config key 'eval.n_images': 0 is less than the minimum of 1``),
+    instead of the validator's dump of the whole schema."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(config)
+    )
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "<top level>"
+        rule = error.schema.get("description") if error.validator == "pattern" else None
+        hint = f" ({rule})" if rule else ""
+        raise ValueError(f"config key {where!r}: {error.message}{hint}")
+
+
 def complete_model_entry(name: str, entry: dict[str, Any]) -> dict[str, Any]:
     """A model's config entry with the schema's defaults filled in, as the workflow's
     validation fills them: for a ``cambench train``/``convert`` run by hand with a
