@@ -61,9 +61,12 @@ PACKAGE_DIR = str(Path(workflow.basedir) / "workflow")
 PLUGINS_ENV = (
     shlex.quote(as_json(list(EXP.plugins))).replace("{", "{{").replace("}", "}}")
 )
+# Quoted for the shell (a checkout path with spaces, quotes or `$(...)` stays one
+# literal word) and with braces doubled for Snakemake's formatting.
+PACKAGE_DIR_SH = shlex.quote(PACKAGE_DIR).replace("{", "{{").replace("}", "}}")
 shell.prefix(
     "set -euo pipefail; export PYTHONPATH="
-    + PACKAGE_DIR
+    + PACKAGE_DIR_SH
     + "${{PYTHONPATH:+:$PYTHONPATH}}; export CAMBENCH_PLUGINS="
     + PLUGINS_ENV
     + "; "

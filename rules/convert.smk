@@ -28,9 +28,9 @@ rule convert:
         batch_size=EXP.eval.batch_size,
         device=EXP.device,
     shell:
-        "python -m cambench convert --test {input.test:q} --model {params.model:q} --name {wildcards.model}"
-        " --batch-size {params.batch_size} --out-model {output.model:q} --out-history {output.history:q}"
-        " --device {params.device} --threads {threads} > {log:q} 2>&1"
+        "python -m cambench convert --test {input.test:q} --model {params.model:q} --name {wildcards.model:q}"
+        " --batch-size {params.batch_size:q} --out-model {output.model:q} --out-history {output.history:q}"
+        " --device {params.device:q} --threads {threads:q} > {log:q} 2>&1"
 
 
 # a pretrained model matches both rules' outputs: it is converted, never trained

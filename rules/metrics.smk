@@ -29,9 +29,9 @@ rule metrics:
         batch_size=EXP.eval.batch_size,
         device=EXP.device,
     shell:
-        "python -m cambench metrics --model {input.model:q} --model-name {wildcards.model} --data {input.data:q}"
+        "python -m cambench metrics --model {input.model:q} --model-name {wildcards.model:q} --data {input.data:q}"
         " --saliency {input.saliency:q} --metrics {params.metrics:q} --expect {params.expect:q}"
-        " --batch-size {params.batch_size} --device {params.device} --threads {threads}"
+        " --batch-size {params.batch_size:q} --device {params.device:q} --threads {threads:q}"
         " --out-csv {output.csv:q} --out-curves {output.curves:q} > {log:q} 2>&1"
 
 
@@ -64,11 +64,11 @@ rule randomization:
         batch_size=EXP.eval.batch_size,
         device=EXP.device,
     shell:
-        "python -m cambench randomization --model {input.model:q} --model-name {wildcards.model}"
-        " --data {input.data:q} --method {wildcards.method} --params {params.method:q}"
-        " --layer={params.layer:q} --n-images {params.n_images} --target {params.target}"
-        " --batch-size {params.batch_size} --seed {params.seed} --threshold {params.threshold}"
-        " --statistics {params.statistics:q} --device {params.device} --threads {threads}"
+        "python -m cambench randomization --model {input.model:q} --model-name {wildcards.model:q}"
+        " --data {input.data:q} --method {wildcards.method:q} --params {params.method:q}"
+        " --layer={params.layer:q} --n-images {params.n_images:q} --target {params.target:q}"
+        " --batch-size {params.batch_size:q} --seed {params.seed:q} --threshold {params.threshold:q}"
+        " --statistics {params.statistics:q} --device {params.device:q} --threads {threads:q}"
         " --out {output:q} > {log:q} 2>&1"
 
 
@@ -110,7 +110,7 @@ rule summarize:
         pairs=COMPARISON_PAIRS,
         statistics=STATISTICS,
     shell:
-        "python -m cambench summarize --csv {input.csv:q} --history {input.history:q} --experiment {params.experiment}"
+        "python -m cambench summarize --csv {input.csv:q} --history {input.history:q} --experiment {params.experiment:q}"
         " --pairs {params.pairs:q} --statistics {params.statistics:q} --randomization {input.randomization:q}"
         " --out-csv {output.csv:q} --out-md {output.md:q} --out-tex {output.tex:q}"
         " --comparison-csv {output.comparison_csv:q} --comparison-md {output.comparison_md:q}"

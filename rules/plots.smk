@@ -30,7 +30,7 @@ rule plot_experiment:
         code=stage_digest("plots"),
         threshold=EXP.sanity.threshold,
     shell:
-        "python -m cambench plot {wildcards.figure} {input:q} --threshold {params.threshold}"
+        "python -m cambench plot {wildcards.figure:q} {input:q} --threshold {params.threshold:q}"
         " --out {output.png:q} > {log:q} 2>&1"
 
 
@@ -63,5 +63,5 @@ rule plot_model:
         code=stage_digest("plots"),
         n_images=EXP.grid_images,
     shell:
-        "python -m cambench plot {wildcards.figure} {input.results:q} --data {input.data:q}"
-        " --n-images {params.n_images} --title {wildcards.model} --out {output.png:q} > {log:q} 2>&1"
+        "python -m cambench plot {wildcards.figure:q} {input.results:q} --data {input.data:q}"
+        " --n-images {params.n_images:q} --title {wildcards.model:q} --out {output.png:q} > {log:q} 2>&1"

@@ -30,8 +30,8 @@ rule saliency:
         target=EXP.eval.target,
         device=EXP.device,
     shell:
-        "python -m cambench saliency --model {input.model:q} --model-name {wildcards.model} --data {input.data:q}"
-        " --method {wildcards.method} --params {params.method:q} --layer={params.layer:q} --n-images {params.n_images}"
-        " --shards {params.shards} --shard {wildcards.shard} --batch-size {params.batch_size}"
-        " --target {params.target} --device {params.device} --threads {threads}"
+        "python -m cambench saliency --model {input.model:q} --model-name {wildcards.model:q} --data {input.data:q}"
+        " --method {wildcards.method:q} --params {params.method:q} --layer={params.layer:q} --n-images {params.n_images:q}"
+        " --shards {params.shards:q} --shard {wildcards.shard:q} --batch-size {params.batch_size:q}"
+        " --target {params.target:q} --device {params.device:q} --threads {threads:q}"
         " --out {output:q} > {log:q} 2>&1"

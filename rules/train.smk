@@ -25,6 +25,6 @@ rule train:
         augment=AUGMENT_JSON,
         threads=TRAIN_THREADS,  # see rules/common.smk
     shell:
-        "python -m cambench train --train {input.train:q} --test {input.test:q} --model {params.model:q} --name {wildcards.model}"
+        "python -m cambench train --train {input.train:q} --test {input.test:q} --model {params.model:q} --name {wildcards.model:q}"
         " --base={input.base:q} --augment {params.augment:q} --out-model {output.model:q} --out-history {output.history:q}"
-        " --device {params.device} --threads {threads} > {log:q} 2>&1"
+        " --device {params.device:q} --threads {threads:q} > {log:q} 2>&1"

@@ -35,6 +35,7 @@ from cambench.models.torchvision_models import (
     read_state_dict,
     require_pretrained_file,
 )
+from cambench.names import check_name
 from cambench.plugins import source_file
 
 ArchFactory = Callable[..., nn.Module]
@@ -49,8 +50,13 @@ def register_arch(name: str) -> Callable[[ArchFactory], ArchFactory]:
     the architecture ``name`` (``arch: <name>`` in a model config)."""
 
     def decorate(factory: ArchFactory) -> ArchFactory:
-        if not isinstance(name, str) or not name or ":" in name:
-            raise ValueError(f"architecture name {name!r}: a non-empty name without ':'")
+        try:
+            check_name(name, "architecture")
+        except ValueError as err:
+            where = source_file(factory)
+            raise ValueError(
+                f"{err}{f' (registered by plug-in {where})' if where else ''}"
+            ) from None
         if name == "resnet_small" or name in TORCHVISION_ARCHS:
             raise ValueError(f"architecture {name!r} registered twice (cambench defines it)")
         if name in ARCH_FACTORIES:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cambench.names import check_name
 from cambench.plugins import source_file
 
 MethodFn = Callable[..., torch.Tensor]
@@ -70,6 +71,13 @@ def register(
     """Decorator adding ``fn`` to :data:`METHODS` under ``name``."""
 
     def decorate(fn: MethodFn) -> MethodFn:
+        try:
+            check_name(name, "saliency method")
+        except ValueError as err:
+            where = source_file(fn)
+            raise ValueError(
+                f"{err}{f' (registered by plug-in {where})' if where else ''}"
+            ) from None
         if name in METHODS:
             raise ValueError(
                 f"saliency method {name!r} registered twice ({METHODS[name].describe()} exists)"
