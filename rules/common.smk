@@ -173,6 +173,14 @@ RANDOMIZATION_CSVS = [
 ]
 COMPARISON_PAIRS = as_json(reference_pairs(EXP.models))
 METRICS_SETTINGS = as_json(EXP.metrics.job_settings())
+# What the summary checks every input against (a restored copy of old results fails).
+SUMMARY_EXPECT = as_json(
+    {
+        "models": {name: spec.config for name, spec in EXP.models.items()},
+        "methods": EXP.methods,
+        "metrics": EXP.metrics.job_settings(),
+    }
+)
 STATISTICS = as_json(statistics_dict(EXP.metrics.statistics))
 
 # The figures: one for the experiment each, and one per model of the per-model kinds

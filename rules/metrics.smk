@@ -76,6 +76,7 @@ rule summarize:
     input:
         csv=per_pair(f"{RESULTS}/metrics/{{model}}/{{method}}/shard-{{shard}}.csv"),
         history=expand(f"{RESULTS}/models/{{model}}.json", model=MODELS),
+        checkpoints=expand(f"{RESULTS}/models/{{model}}.pt", model=MODELS),
         randomization=RANDOMIZATION_CSVS,
     output:
         csv=report(
@@ -109,8 +110,10 @@ rule summarize:
         experiment=EXP.name,
         pairs=COMPARISON_PAIRS,
         statistics=STATISTICS,
+        expect=SUMMARY_EXPECT,
     shell:
         "python -m cambench summarize --csv {input.csv:q} --history {input.history:q} --experiment {params.experiment:q}"
+        " --checkpoints {input.checkpoints:q} --expect {params.expect:q}"
         " --pairs {params.pairs:q} --statistics {params.statistics:q} --randomization {input.randomization:q}"
         " --out-csv {output.csv:q} --out-md {output.md:q} --out-tex {output.tex:q}"
         " --comparison-csv {output.comparison_csv:q} --comparison-md {output.comparison_md:q}"

@@ -161,6 +161,8 @@ def cmd_summarize(args: argparse.Namespace) -> None:
         args.comparison_csv,
         args.comparison_md,
         args.comparison_tex,
+        expected=args.expect,
+        checkpoint_paths=args.checkpoints,
     )
 
 
@@ -368,6 +370,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--csv", nargs="+", required=True, help="per-image metric CSVs")
     p.add_argument("--history", nargs="*", default=[], help="training histories (.json)")
+    p.add_argument(
+        "--checkpoints",
+        nargs="*",
+        default=[],
+        help="the models' checkpoints (<model>.pt): each per-image file must be made from "
+        "its model's current checkpoint",
+    )
+    p.add_argument(
+        "--expect",
+        type=_json,
+        default=None,
+        help='the configuration every input must record, as JSON: {"models": {name: '
+        'config}, "methods": {name: params}, "metrics": settings} (a restored copy of old '
+        "results is an error naming the file and the key)",
+    )
     p.add_argument("--experiment", required=True)
     p.add_argument(
         "--pairs",

@@ -29,7 +29,9 @@ class Metric:
     ``direction``: ``lower`` or ``higher`` is better; ``aggregate``: how per-image
     values combine (``mean``, NaN skipped: an image without an object mask has no
     localization score); ``binary``: per-image values are 0 or 100 only (a box plot
-    of them says nothing); ``scale``: API value × scale = table value.
+    of them says nothing); ``scale``: API value × scale = table value;
+    ``may_be_undefined``: an image may legitimately have no value (NaN: localization
+    of an image without an object mask); any other missing value is an error.
     """
 
     column: str
@@ -40,6 +42,7 @@ class Metric:
     aggregate: str = "mean"
     binary: bool = False
     scale: float = 100.0
+    may_be_undefined: bool = False
 
     @property
     def lower_is_better(self) -> bool:
@@ -56,9 +59,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("AG", "AG", "Average gain", HIGHER),
     Metric("insertion", "Ins.", "Insertion AUC", HIGHER),
     Metric("deletion", "Del.", "Deletion AUC", LOWER),
-    Metric("pointing_game", "PG", "Pointing game", HIGHER, binary=True),
-    Metric("energy_pointing_game", "EPG", "Energy pointing game", HIGHER),
-    Metric("iou", "IoU", "IoU (mean threshold)", HIGHER),
+    Metric("pointing_game", "PG", "Pointing game", HIGHER, binary=True, may_be_undefined=True),
+    Metric("energy_pointing_game", "EPG", "Energy pointing game", HIGHER, may_be_undefined=True),
+    Metric("iou", "IoU", "IoU (mean threshold)", HIGHER, may_be_undefined=True),
 )
 BY_COLUMN: dict[str, Metric] = {m.column: m for m in METRICS}
 COLUMNS: tuple[str, ...] = tuple(m.column for m in METRICS)

@@ -163,6 +163,9 @@ def run(
     frame["seconds"] = seconds / max(len(cache.index), 1)
     frame["pointing_tolerance"] = tolerance
     frame["protocol"] = protocol.to_json()
+    # what made these rows, for the summary's check against the configuration
+    frame["params"] = cache.attrs["params"]
+    frame["model_sha256"] = cache.attrs["model_sha256"]
     write_csv(out_csv, frame, "%.6g")
     empty = np.zeros((0, protocol.steps + 1), dtype=np.float32)
     with atomic_output(out_curves) as tmp, open(tmp, "wb") as f:

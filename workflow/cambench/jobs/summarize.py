@@ -10,8 +10,15 @@ from typing import Any
 import pandas as pd
 
 from cambench import joblog
-from cambench.summary import aggregate, render
-from cambench.table_io import read_json, read_optional_tables, read_tables, write_csv, write_text
+from cambench.digest import file_sha256
+from cambench.summary import aggregate, consistency, render
+from cambench.table_io import (
+    read_json,
+    read_optional_tables,
+    read_table,
+    write_csv,
+    write_text,
+)
 
 #: A model whose test accuracy is within this many percentage points of chance
 #: (100 / classes) is flagged in the summary: its maps explain noise.
@@ -49,12 +56,18 @@ def run(
     comparison_csv: str | os.PathLike,
     comparison_md: str | os.PathLike,
     comparison_tex: str | os.PathLike,
+    expected: dict[str, Any] | None = None,
+    checkpoint_paths: Sequence[str | os.PathLike] = (),
 ) -> pd.DataFrame:
     """Write the summary and the comparison tables.
 
     ``pairs``: ``(model, reference, relation)`` to compare
     (:func:`cambench.specs.reference_pairs`); ``statistics``: the bootstrap's
-    ``resamples``, ``confidence`` and ``seed``.
+    ``resamples``, ``confidence`` and ``seed``. Every per-image row must be complete
+    (:func:`cambench.summary.consistency.check_complete_rows`); with ``expected`` (the
+    configuration's ``models``, ``methods`` and ``metrics`` settings) and the models'
+    ``checkpoint_paths`` (``<model>.pt``), every input must record exactly these
+    settings (:func:`cambench.summary.consistency.stale_inputs`).
     """
     start = joblog.header(
         "summarize",
@@ -66,7 +79,14 @@ def run(
         float(statistics["confidence"]),
         int(statistics["seed"]),
     )
-    per_image = read_tables(csv_paths, "per-image metrics", required=("model", "method", "index"))
+    if isinstance(csv_paths, (str, os.PathLike)) or not csv_paths:
+        raise ValueError(f"expected a non-empty list of per-image metric files, got {csv_paths!r}")
+    frames = []
+    for path in csv_paths:
+        frame = read_table(path, "per-image metrics", required=("model", "method", "index"))
+        consistency.check_complete_rows(frame, path)
+        frames.append((str(path), frame))
+    per_image = pd.concat([f for _, f in frames], ignore_index=True)
     if per_image.empty:
         raise ValueError(f"the per-image metric files hold no image: {[str(p) for p in csv_paths]}")
     problems = aggregate.duplicate_images(per_image)
@@ -85,6 +105,19 @@ def run(
             how="left",
         )
     histories = [read_json(p, "training history") for p in history_paths]
+    if expected is not None:
+        checkpoints = {os.path.basename(str(p)).removesuffix(".pt"): p for p in checkpoint_paths}
+        stale = consistency.stale_inputs(
+            frames,
+            list(zip(map(str, history_paths), histories, strict=True)),
+            expected,
+            {name: file_sha256(path) for name, path in checkpoints.items()},
+        )
+        if stale:
+            raise ValueError(
+                f"{stale}: these results were not made with the current configuration "
+                "(a restored copy?); delete the file and rerun"
+            )
     tolerance = None
     if "pointing_tolerance" in per_image.columns:
         tolerance = float(per_image["pointing_tolerance"].max())
@@ -101,6 +134,7 @@ def run(
             resamples,
             tolerance,
             near_chance_warnings(histories),
+            consistency.undefined_counts(per_image),
         ),
     )
     write_text(out_tex, render.summary_latex(summary, confidence))

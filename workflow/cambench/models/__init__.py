@@ -16,7 +16,6 @@ architecture *without* the config's ``weights``, then loads the stored state dic
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch import nn
 
 from cambench import __version__
 from cambench.atomic import atomic_output
+from cambench.digest import file_sha256
 from cambench.models.castream import POSITIONS, CAStream
 from cambench.models.external import (
     ARCH_FACTORIES,
@@ -314,12 +314,3 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """The model stored in ``path``, in eval mode (:func:`read_checkpoint` also gives
     its config and class names)."""
     return read_checkpoint(path, map_location).model
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file: ties a saliency cache to the checkpoint that made it."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -291,9 +291,10 @@ def summary_markdown(
     resamples: int,
     tolerance: float | None,
     warnings: Sequence[str] = (),
+    notes: Sequence[str] = (),
 ) -> str:
-    """The Markdown summary: warnings, models, the metrics table and the randomization
-    sanity check."""
+    """The Markdown summary: warnings, models, the metrics table (``notes`` below it)
+    and the randomization sanity check."""
     text = [f"# cambench summary{': ' + experiment if experiment else ''}", ""]
     for warning in warnings:
         text += [f"> **Warning:** {warning}", ""]
@@ -319,6 +320,8 @@ def summary_markdown(
         to_markdown(summary_table(summary)),
         "",
     ]
+    if notes:
+        text += [*(f"- {note}" for note in notes), ""]
     if not verdicts.empty:
         text += [
             "## Sanity check: model parameter randomization",
