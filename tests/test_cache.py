@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cambench.cache import CacheError, SaliencyWriter, describe, read_saliency
+from cambench.checksum import seal
 
 ATTRS = {
     "method": "gradcam",
@@ -127,6 +128,9 @@ def test_describe_names_a_file_that_is_not_a_saliency_file(tmp_path):
         f["images"] = np.zeros((2, 3))
         f["index"] = np.arange(2)
         f.attrs["method"] = "gradcam"
+    with pytest.raises(ValueError, match=r"other\.h5: corrupt or not an HDF5 file of cambench's"):
+        describe(other)  # no checksum trailer: refused before HDF5 parses it
+    seal(other)  # with one, the missing datasets are named
     expected = (
         r"other\.h5: not a cambench saliency file, missing datasets "
         r"\['saliency', 'target', 'label'\] and attributes \['params', 'layer', "

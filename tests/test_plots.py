@@ -16,6 +16,7 @@ import pytest
 from matplotlib.colors import to_rgba
 
 import cambench
+from cambench.checksum import seal
 from cambench.plots import (
     METHOD_COLORS,
     method_color,
@@ -119,6 +120,7 @@ def write_saliency(path: Path, method: str, index: np.ndarray, **attrs) -> Path:
         f.attrs["method"] = method
         for key, value in attrs.items():
             f.attrs[key] = value
+    seal(path)  # as the saliency job finishes a file: its checksum trailer
     return path
 
 

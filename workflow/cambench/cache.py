@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import torch
 
-from cambench import __version__
+from cambench import __version__, checksum
 from cambench.atomic import OutputLock, temporary_path
 
 REQUIRED_DATASETS = ("saliency", "index", "target", "label")
@@ -31,6 +31,14 @@ PROVENANCE = ("method", "params", "layer", "model_sha256", "dataset", "split")
 
 class CacheError(ValueError):
     """A saliency file that cannot be used; the message names the file."""
+
+
+def verify_checksum(path: str | os.PathLike) -> None:
+    """:func:`cambench.checksum.verify` as a :class:`CacheError` naming the file."""
+    try:
+        checksum.verify(path, "saliency")
+    except checksum.CorruptFileError as err:
+        raise CacheError(str(err)) from None
 
 
 def _attr_value(value: Any) -> Any:
@@ -146,6 +154,7 @@ class SaliencyWriter:
                     )
                 self.file.attrs["complete"] = True
                 self.file.close()
+                checksum.seal(self.tmp)
                 os.replace(self.tmp, self.path)
             else:
                 self.file.close()
@@ -175,6 +184,8 @@ def _open_saliency(path: Path) -> h5py.File:
     HDF5 file without the saliency datasets and attributes."""
     if path.is_dir():
         raise CacheError(f"{path}: is a directory, not a saliency file")
+    if not path.name.endswith(".tmp"):  # a complete file: verified before HDF5 reads it
+        verify_checksum(path)
     try:
         f = h5py.File(path, "r")
     except FileNotFoundError:

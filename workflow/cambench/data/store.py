@@ -110,7 +110,17 @@ class Rows:
         return self.read(_positions(key, len(self)))
 
     def read(self, positions: np.ndarray | slice) -> torch.Tensor:
-        """The rows at ``positions`` (a step-1 slice or int64 positions in range)."""
+        """The rows at ``positions`` (a step-1 slice or int64 positions in range); a
+        chunk whose Fletcher-32 checksum fails is a ValueError naming the file."""
+        try:
+            return self._read(positions)
+        except OSError as err:
+            raise ValueError(
+                f"{self.dataset.file.filename}: corrupt {self.dataset.name.lstrip('/')} data "
+                f"({err}); delete the file and rerun prepare_data"
+            ) from None
+
+    def _read(self, positions: np.ndarray | slice) -> torch.Tensor:
         if isinstance(positions, slice):
             out = np.empty((positions.stop - positions.start, *self.shape[1:]), self.np_dtype)
             if len(out):
@@ -218,9 +228,15 @@ class SplitWriter:
                 chunks=(1, 3, h, w),
                 compression="gzip",
                 compression_opts=1,
+                fletcher32=True,
             )
             self._labels = self._file.create_dataset(
-                "labels", shape=(n0,), maxshape=(None,), dtype=np.int64, chunks=(4096,)
+                "labels",
+                shape=(n0,),
+                maxshape=(None,),
+                dtype=np.int64,
+                chunks=(4096,),
+                fletcher32=True,
             )
             self._masks = self._file.create_dataset(
                 "masks",
@@ -230,6 +246,7 @@ class SplitWriter:
                 chunks=(1, h, w),
                 compression="gzip",
                 compression_opts=1,
+                fletcher32=True,
             )
         except BaseException:
             self._atomic.__exit__(*sys.exc_info())
@@ -318,7 +335,12 @@ def read_split(path: str | os.PathLike) -> Split:
             raise ValueError(
                 f"{path}: images must be uint8 (N, 3, H, W), got {f['images'].dtype} {images.shape}"
             )
-        labels = torch.from_numpy(f["labels"][()].astype(np.int64))
+        try:
+            labels = torch.from_numpy(f["labels"][()].astype(np.int64))
+        except OSError as err:
+            raise ValueError(
+                f"{path}: corrupt labels ({err}); delete the file and rerun prepare_data"
+            ) from None
         masks = Rows(f["masks"], bool)
         if masks.shape != (len(labels), *images.shape[2:]) or len(images) != len(labels):
             raise ValueError(

@@ -16,6 +16,8 @@ architecture *without* the config's ``weights``, then loads the stored state dic
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,6 +249,21 @@ def build_model(
     return model
 
 
+def checkpoint_digest(payload: dict[str, Any]) -> str:
+    """SHA-256 of a checkpoint's content: every weight's name, dtype, shape and bits,
+    and the config, classes and provenance stored with them. Recorded at write
+    (``content_sha256``) and checked at every load, so a flipped bit in the weights is an
+    error, not a silently different model."""
+    digest = hashlib.sha256()
+    for key in sorted(payload["state_dict"]):
+        value = payload["state_dict"][key]
+        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    meta = {k: payload.get(k) for k in ("model_config", "num_classes", "class_names", "provenance")}
+    digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     model: nn.Module,
@@ -267,6 +284,7 @@ def save_checkpoint(
     }
     if provenance is not None:
         payload["provenance"] = dict(provenance)
+    payload["content_sha256"] = checkpoint_digest(payload)
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
 
@@ -297,6 +315,17 @@ def read_checkpoint(
     missing = {"state_dict", "model_config", "num_classes"} - set(payload)
     if missing:
         raise ValueError(f"{path}: not a cambench checkpoint, missing keys {sorted(missing)}")
+    recorded = payload.get("content_sha256")
+    if recorded is None:
+        raise ValueError(
+            f"{path}: no content checksum (written by an older cambench); delete it and rerun "
+            "the job that made it"
+        )
+    if recorded != checkpoint_digest(payload):
+        raise ValueError(
+            f"{path}: checksum mismatch, the checkpoint is corrupt; delete it and rerun the "
+            "job that made it"
+        )
     # every weight is in the checkpoint: pretrained weights are not needed (nor read)
     model = build_model(
         payload["model_config"], payload["num_classes"], load_weights_from_config=False

@@ -3,6 +3,7 @@ distributions, insertion/deletion curves, saliency grid, training curves and the
 randomization sanity check. Every figure is written as PNG and PDF. Pure
 numpy/pandas/h5py/matplotlib (Agg); never imports torch."""
 
+from cambench.checksum import verify as verify_checksum
 from cambench.plots.bars import plot_metric_bars
 from cambench.plots.curves import plot_curves
 from cambench.plots.distributions import plot_distributions
@@ -38,6 +39,7 @@ def group_by_method(paths: list[str]) -> dict[str, list[str]]:
             with np.load(path) as npz:
                 method = str(npz["method"])
         else:
+            verify_checksum(path)
             with h5py.File(path, "r") as f:
                 method = str(f.attrs["method"])
         groups.setdefault(method, []).append(path)

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 from matplotlib import patheffects
 
+from cambench.checksum import verify as verify_checksum
 from cambench.plots.style import method_color, new_figure, save_figure, styled
 
 SALIENCY_DATASETS = ("saliency", "index", "target", "label")
@@ -49,6 +50,7 @@ def _index_shards(method: str, files: Sequence[str | os.PathLike]) -> _Shards:
     shape = None
     for file in files:
         path = Path(file)
+        verify_checksum(path)  # before HDF5 parses a byte of it
         with _open_h5(path, "saliency file") as f:
             missing = [k for k in SALIENCY_DATASETS if k not in f]
             if missing:

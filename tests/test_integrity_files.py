@@ -1,0 +1,166 @@
+"""Corrupted files are detected (issue: integrity, items 2 and 6): saliency shards carry
+a whole-file checksum verified before HDF5 parses them, checkpoints a content digest
+checked at load, split files Fletcher-32 per chunk. Each fault as reproduced: single
+byte flips, bit flips in the weights, a flipped label or image byte."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from cambench.cache import CacheError, SaliencyWriter, describe, read_saliency
+from cambench.data.store import Split, read_split, write_split
+from cambench.models import read_checkpoint, save_checkpoint
+from cambench.models.small_resnet import SmallResNet
+
+
+def _shard(path: Path, n: int = 4, size: int = 8) -> None:
+    torch.manual_seed(0)
+    attrs = {
+        "method": "gradcam",
+        "params": {},
+        "layer": "layer4",
+        "model_sha256": "0" * 64,
+        "dataset": "shapes",
+        "split": "test",
+    }
+    with SaliencyWriter(path, np.arange(n), np.arange(n) % 3, (size, size), attrs) as writer:
+        writer.write(torch.rand(n, size, size), torch.tensor([2, 0, 1, 2]), 0.1)
+
+
+def test_a_complete_shard_reads_and_every_flipped_byte_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "shard-0.h5"
+    _shard(path)
+    assert read_saliency(path).maps.shape == (4, 8, 8)
+    data = path.read_bytes()
+    # the stored target 2 -> 3: a flip in the data that HDF5 alone would not notice
+    target = np.array([2, 0, 1, 2], dtype=np.int64).tobytes()
+    at = data.find(target)
+    assert at > 0
+    flipped = bytearray(data)
+    flipped[at] ^= 1  # 2 -> 3
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(CacheError, match=rf"{path}: checksum mismatch.*delete it"):
+        read_saliency(path)
+    with pytest.raises(CacheError, match="checksum mismatch"):
+        describe(path)
+
+
+FUZZ = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from cambench.cache import CacheError, describe, read_saliency
+    path, out = Path(sys.argv[1]), Path(sys.argv[2])
+    clean = path.read_bytes()
+    limit = min(len(clean), int(sys.argv[3]))
+    caught = 0
+    for offset in range(limit):
+        data = bytearray(clean)
+        data[offset] ^= 0xFF
+        out.write_bytes(bytes(data))
+        for read in (read_saliency, describe):
+            try:
+                read(out)
+            except CacheError:
+                caught += 1
+            else:
+                raise SystemExit(f"offset {offset}: {read.__name__} accepted a corrupt file")
+    print(caught, limit)
+    """
+)
+
+
+def test_fuzz_every_offset_of_a_shard_gives_an_error_never_a_crash_or_a_hang(tmp_path):
+    path = tmp_path / "shard-0.h5"
+    _shard(path)
+    size = path.stat().st_size
+    # every byte of the file (a few kilobytes), in a subprocess: a segfault or a hang
+    # fails the test instead of killing pytest
+    proc = subprocess.run(
+        [sys.executable, "-c", FUZZ, str(path), str(tmp_path / "fuzz.h5"), "16384"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+    caught, limit = map(int, proc.stdout.split())
+    assert limit == min(size, 16384) and caught == 2 * limit
+
+
+def test_a_temporary_file_is_not_taken_for_a_complete_one(tmp_path):
+    path = tmp_path / "shard-0.h5"
+    _shard(path)
+    # a complete file without its trailer (cut short, or an older cambench's)
+    path.write_bytes(path.read_bytes()[:-82])
+    with pytest.raises(CacheError, match="no checksum at its end"):
+        read_saliency(path)
+
+
+def _checkpoint(path: Path) -> SmallResNet:
+    torch.manual_seed(0)
+    model = SmallResNet(num_classes=4, width=8, blocks=(1, 1, 1, 1))
+    config = {"kind": "baseline", "arch": "resnet_small", "width": 8, "blocks": [1, 1, 1, 1]}
+    save_checkpoint(path, model, config, 4, ["a", "b", "c", "d"])
+    return model
+
+
+def test_three_flipped_bits_in_a_checkpoints_weights_are_an_error(tmp_path):
+    path = tmp_path / "baseline.pt"
+    model = _checkpoint(path)
+    loaded = read_checkpoint(path).model
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    weight = model.state_dict()["layer4.0.conv1.weight"].contiguous().numpy().tobytes()
+    data = bytearray(path.read_bytes())
+    at = bytes(data).find(weight[:64])
+    assert at > 0
+    for bit in (3, 77, 1001):  # three bit flips in the weights
+        data[at + bit // 8] ^= 1 << (bit % 8)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"{path}: checksum mismatch, the checkpoint is corrupt"):
+        read_checkpoint(path)
+
+
+def _split(path: Path) -> Split:
+    rng = np.random.default_rng(0)
+    split = Split(
+        images=torch.from_numpy(rng.integers(0, 256, (6, 3, 8, 8), dtype=np.uint8)),
+        labels=torch.tensor([3, 1, 4, 1, 5, 9]),
+        masks=torch.from_numpy(rng.random((6, 8, 8)) > 0.5),
+        class_names=[str(k) for k in range(10)],
+        attrs={"dataset": "test", "split": "test"},
+    )
+    write_split(path, split)
+    return split
+
+
+def test_a_flipped_label_or_image_byte_in_a_split_file_is_an_error(tmp_path):
+    path = tmp_path / "test.h5"
+    split = _split(path)
+    with read_split(path) as back:
+        assert torch.equal(back.labels, split.labels)
+        assert torch.equal(back.images[:], split.images)
+    clean = path.read_bytes()
+    with h5py.File(path, "r") as f:
+        labels_at = f["labels"].id.get_chunk_info(0).byte_offset
+        image_at = f["images"].id.get_chunk_info(2)
+    data = bytearray(clean)
+    data[labels_at + 8] ^= 1  # the second label, 1 -> 0
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"{path}: corrupt labels"):
+        read_split(path)
+    data = bytearray(clean)
+    data[image_at.byte_offset + image_at.size // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    with read_split(path) as back:
+        back.images[0:2]  # other chunks read fine
+        with pytest.raises(ValueError, match=rf"{path}: corrupt images data"):
+            back.images[2]
