@@ -12,8 +12,10 @@ holder exits or dies, so a killed writer's temporary file can be resumed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,6 +86,37 @@ class OutputLock:
         self.release()
 
 
+#: Free bytes below which a failed write is taken for a full disk (torch's zip writer
+#: reports ENOSPC as "enforce fail at inline_container.cc ... file write failed").
+FULL_DISK_BYTES = 16 * 1024 * 1024
+
+
+def is_disk_full(err: BaseException, path: str | os.PathLike) -> bool:
+    """Whether ``err``, raised while writing ``path``, comes from a full disk."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    if not isinstance(err, (OSError, RuntimeError)):
+        return False
+    if "No space left" in str(err):
+        return True
+    try:
+        return shutil.disk_usage(Path(path).parent).free < FULL_DISK_BYTES
+    except OSError:
+        return False
+
+
+def disk_full_error(path: str | os.PathLike) -> ValueError:
+    """The error a write to ``path`` on a full disk raises instead of the writer's own."""
+    try:
+        free = f"{shutil.disk_usage(Path(path).parent).free:,} bytes free"
+    except OSError:
+        free = "free space unknown"
+    return ValueError(
+        f"{path}: no space left on device ({free}); free some space and rerun (the "
+        "partial output was removed)"
+    )
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path; rename it onto ``path`` only if the block succeeds.
@@ -98,6 +131,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         try:
             yield tmp
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as err:
             tmp.unlink(missing_ok=True)
+            if is_disk_full(err, tmp):
+                raise disk_full_error(path) from err
             raise

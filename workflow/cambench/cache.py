@@ -10,6 +10,7 @@ resumes a temporary file that a live writer is filling.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -21,12 +22,10 @@ import numpy as np
 import torch
 
 from cambench import __version__, checksum
-from cambench.atomic import OutputLock, temporary_path
+from cambench.atomic import OutputLock, disk_full_error, is_disk_full, temporary_path
 
 REQUIRED_DATASETS = ("saliency", "index", "target", "label")
 REQUIRED_ATTRS = ("method", "params", "layer", "model_sha256", "dataset", "split", "complete")
-# Attributes that must match for a temporary file to be resumed.
-PROVENANCE = ("method", "params", "layer", "model_sha256", "dataset", "split")
 
 
 class CacheError(ValueError):
@@ -82,18 +81,37 @@ class SaliencyWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()
         try:
-            return self._open()
+            return self._guard_disk(self._open)
         except BaseException:
             self.lock.release()
             raise
 
+    def _guard_disk(self, step, *args):
+        """Run ``step``; on a full disk, remove the temporary file (what it holds can
+        no longer be trusted) and raise a ValueError that says so, naming the path."""
+        try:
+            return step(*args)
+        except (OSError, RuntimeError) as err:
+            if not is_disk_full(err, self.tmp):
+                raise
+            if self.file is not None:
+                with contextlib.suppress(Exception):
+                    self.file.close()
+                self.file = None
+            self.tmp.unlink(missing_ok=True)
+            raise disk_full_error(self.path) from err
+
     def _open(self) -> SaliencyWriter:
         """Resume the temporary file (ours to take: the lock is held) or start it."""
-        if self.tmp.exists() and self._resumable():
-            self.file = h5py.File(self.tmp, "a")
-            self.n_done = int(self.file.attrs["n_done"])
-            self.seconds_before = float(self.file.attrs.get("seconds", 0.0))
-            return self
+        if self.tmp.exists():
+            problem = self._resume_problem()
+            if problem is None:
+                self.file = h5py.File(self.tmp, "a")
+                self.n_done = int(self.file.attrs["n_done"])
+                self.seconds_before = float(self.file.attrs.get("seconds", 0.0))
+                print(f"  resuming {self.tmp} after {self.n_done} maps", flush=True)
+                return self
+            print(f"  discarding {self.tmp}: not resumable, {problem}", flush=True)
         self.tmp.unlink(missing_ok=True)
         n = len(self.index)
         h, w = self.size
@@ -118,24 +136,55 @@ class SaliencyWriter:
         self.file = f
         return self
 
-    def _resumable(self) -> bool:
+    def _finish(self) -> None:
+        self.file.attrs["complete"] = True
+        self.file.close()
+        checksum.seal(self.tmp)
+        os.replace(self.tmp, self.path)
+
+    def _resume_problem(self) -> str | None:
+        """Why the temporary file cannot be resumed (``None``: it can): every attribute
+        that determines its content — method, parameters, layer, code and plug-in
+        digest, the checkpoint's and the data file's SHA-256, the explained class's
+        mode, the shard — must equal this run's, and so must the image index."""
         try:
             with h5py.File(self.tmp, "r") as f:
-                same = all(f.attrs.get(k) == self.attrs.get(k) for k in PROVENANCE)
-                return same and np.array_equal(f["index"][()], self.index) and "n_done" in f.attrs
-        except (OSError, KeyError):
-            return False
+                for key, value in self.attrs.items():
+                    if key not in f.attrs:
+                        return f"it has no {key!r}"
+                    if f.attrs[key] != value:
+                        return f"its {key} differs ({str(f.attrs[key])[:40]} ≠ {str(value)[:40]})"
+                if "n_done" not in f.attrs:
+                    return "it records no progress"
+                if not np.array_equal(f["index"][()], self.index):
+                    return "it holds other images"
+                n_done = int(f.attrs["n_done"])
+                if not 0 <= n_done <= len(self.index):
+                    return f"its progress {n_done} is out of range"
+                f["saliency"][max(n_done - 1, 0) : n_done]  # the last batch reads back
+        except (OSError, KeyError, ValueError, RuntimeError) as err:
+            return f"it cannot be read ({err})"
+        return None
 
     def write(self, maps: torch.Tensor, targets: torch.Tensor, seconds: float) -> None:
         """Append the next batch of maps (B, H, W) in [0, 1] and their targets."""
         assert self.file is not None, "use SaliencyWriter as a context manager"
+        self._guard_disk(self._write, maps, targets, seconds)
+
+    def _write(self, maps: torch.Tensor, targets: torch.Tensor, seconds: float) -> None:
         b = maps.shape[0]
         end = self.n_done + b
         if end > len(self.index):
             raise ValueError(
                 f"{self.path}: writing {end} maps into a file for {len(self.index)} images"
             )
-        self.file["saliency"][self.n_done : end] = maps.detach().cpu().numpy().astype(np.float16)
+        stored = maps.detach().cpu().numpy().astype(np.float16)
+        if not np.isfinite(stored).all():  # e.g. a float64 value beyond float16's range
+            raise ValueError(
+                f"{self.path}: maps {self.n_done}–{end - 1} are not finite once stored as "
+                "float16 (NaN, inf, or values out of float16's range); nothing was written"
+            )
+        self.file["saliency"][self.n_done : end] = stored
         self.file["target"][self.n_done : end] = targets.detach().cpu().numpy().astype(np.int64)
         self.n_done = end
         self.seconds_before += seconds
@@ -144,20 +193,18 @@ class SaliencyWriter:
         self.file.flush()
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        assert self.file is not None
         try:
+            if self.file is None:  # removed after a full disk
+                return
             if exc_type is None:
                 if self.n_done != len(self.index):
                     self.file.close()
                     raise ValueError(
                         f"{self.path}: only {self.n_done} of {len(self.index)} maps were written"
                     )
-                self.file.attrs["complete"] = True
-                self.file.close()
-                checksum.seal(self.tmp)
-                os.replace(self.tmp, self.path)
+                self._guard_disk(self._finish)
             else:
-                self.file.close()
+                self._guard_disk(self.file.close)
         finally:
             self.lock.release()
 

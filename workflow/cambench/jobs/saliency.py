@@ -13,6 +13,8 @@ from cambench import joblog
 from cambench.cache import SaliencyWriter
 from cambench.data.store import read_split
 from cambench.models import file_sha256, load_checkpoint
+from cambench.models.guard import changes, check_deterministic, fingerprint
+from cambench.provenance import stage_digest
 from cambench.saliency import explain, get_method, resolve_layer
 
 TARGETS = ("label", "predicted")
@@ -89,9 +91,18 @@ def run(
         "split": split.attrs.get("split", ""),
         "target_mode": target,
         "device": str(device),
+        # what else determines the maps: a temporary file is resumed only when all equal
+        "code_sha256": stage_digest("saliency", method),
+        "data_sha256": file_sha256(data_path),
+        "n_images": int(n_images),
+        "batch_size": int(batch_size),
     }
     if layer_name:
         print(f"  target layer: {layer_name}", flush=True)
+    if len(index):  # dropout left active would make every map irreproducible
+        first = split.float_images(torch.from_numpy(index[: min(len(index), 8)])).to(device)
+        check_deterministic(model, first, f"model {model_name or model_path}")
+    before = fingerprint(model)
     size = split.image_size  # the file's shape: no image is read until a batch needs it
     with SaliencyWriter(out_path, index, split.labels[index].numpy(), size, attrs) as writer:
         starts = range(writer.n_done, len(index), batch_size)
@@ -113,6 +124,14 @@ def run(
                 ) from None
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            writer.write(maps, targets, time.perf_counter() - tic)
+            seconds = time.perf_counter() - tic
+            changed = changes(before, fingerprint(model))
+            if changed:
+                raise ValueError(
+                    f"saliency method {spec.describe()} changed the model it explains "
+                    f"(batch {batch}): {'; '.join(changed[:5])}. A method must leave the "
+                    "model's weights, buffers, mode and hooks as it found them"
+                )
+            writer.write(maps, targets, seconds)
     split.close()
     joblog.footer(start, [str(out_path)])
