@@ -5,7 +5,7 @@ model is deterministic in eval mode (dropout left active).
 
 The fingerprint holds, per parameter and buffer, its storage address, its version
 counter (bumped by every in-place operation on the tensor) and, computed on the
-tensor's device, its float64 sum and sum of squares (which also catch edits made
+tensor's device, its float64 sum and its L2 norm (which also catch edits made
 through ``.data``, whose version counter is separate); every module's ``training``
 flag and hook counts; every parameter's ``requires_grad``. One pass over the weights:
 about a forward's memory traffic of one layer, measured in benchmarks/ against the
@@ -50,16 +50,18 @@ def fingerprint(model: nn.Module) -> Fingerprint:
     """The model's fingerprint (see the module's docstring)."""
     named = [("parameter " + k, v) for k, v in model.named_parameters()]
     named += [("buffer " + k, v) for k, v in model.named_buffers()]
-    sums = {}
-    for name, tensor in named:
-        value = tensor.detach()
-        if value.is_floating_point() or value.is_complex():
-            value = value.to(torch.float64)
-            total, square = value.sum(), (value * value).sum()
-        else:
-            total, square = value.to(torch.float64).sum(), torch.zeros((), dtype=torch.float64)
-        sums[name] = (tensor.data_ptr(), tensor._version, total, square)
-    tensors = {k: (p, v, float(t), float(q)) for k, (p, v, t, q) in sums.items()}
+    values = [v.detach() for _, v in named]
+    floating = [i for i, v in enumerate(values) if v.is_floating_point()]
+    sums = torch.stack([v.sum(dtype=torch.float64) for v in values]).tolist() if values else []
+    norms = [0.0] * len(values)
+    if floating:  # one fused pass over the float tensors
+        found = torch._foreach_norm([values[i] for i in floating])
+        for i, norm in zip(floating, torch.stack(found).tolist(), strict=True):
+            norms[i] = norm
+    tensors = {
+        name: (tensor.data_ptr(), tensor._version, sums[i], norms[i])
+        for i, (name, tensor) in enumerate(named)
+    }
     modes = {name or "<model>": module.training for name, module in model.named_modules()}
     hooks = {
         name or "<model>": sum(len(getattr(module, d, {})) for d in _HOOK_DICTS)

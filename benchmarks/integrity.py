@@ -1,0 +1,133 @@
+"""What the integrity checks cost, as ratios to the work they guard.
+
+- the saliency file's checksum (seal at write, verify at every read) against the
+  saliency job's computation of the same maps and the metrics job's scoring of them;
+- the checkpoint's content digest against loading the checkpoint;
+- the model fingerprint taken after every method call against that call.
+
+Measured on the default experiment's model (SmallResNet width 16, 32 px, 200 maps,
+batches of 64) and on torchvision's ResNet-50 at 224 px (fingerprint and digest only).
+Best of ``--repeats`` runs; all in one process, so the ratios compare like with like.
+
+    python benchmarks/integrity.py --out benchmarks/results/integrity-cpu.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cambench.allocator import tune_allocator
+from cambench.cache import SaliencyWriter, read_saliency
+from cambench.checksum import seal, verify
+from cambench.metrics import confidence_change, insertion_deletion
+from cambench.models import checkpoint_digest, read_checkpoint, save_checkpoint
+from cambench.models.guard import fingerprint
+from cambench.models.small_resnet import SmallResNet
+from cambench.saliency import explain
+
+
+def best(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - tic)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    tune_allocator()
+    torch.set_num_threads(1)  # as the saliency and metrics jobs
+    torch.manual_seed(0)
+    lines = [f"# integrity checks' cost, {platform.processor() or platform.machine()}, 1 thread"]
+    model = SmallResNet(num_classes=10, width=16, blocks=(1, 1, 1, 1)).eval()
+    images = torch.rand(200, 3, 32, 32)
+    targets = torch.randint(0, 10, (200,))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        maps = explain("gradcam", model, images, targets)
+
+        def saliency_job() -> None:
+            for start in range(0, 200, 64):
+                explain("gradcam", model, images[start : start + 64], targets[start : start + 64])
+
+        attrs = {"method": "gradcam", "params": {}, "layer": "layer4",
+                 "model_sha256": "0" * 64, "dataset": "shapes", "split": "test"}
+        path = tmp / "shard-0.h5"
+        with SaliencyWriter(path, np.arange(200), targets.numpy(), (32, 32), attrs) as writer:
+            writer.write(maps, targets, 1.0)
+        data = path.read_bytes()[:-82]
+        raw = tmp / "raw.h5"
+
+        def seal_once() -> None:
+            raw.write_bytes(data)
+            seal(raw)
+
+        t_job = best(saliency_job, args.repeats)
+        t_seal = best(seal_once, args.repeats) - best(lambda: raw.write_bytes(data), args.repeats)
+        t_verify = best(lambda: verify(path), args.repeats)
+        t_read = best(lambda: read_saliency(path), args.repeats)
+
+        def metrics_job() -> None:
+            confidence_change(model, images, targets, maps, batch_size=64)
+            insertion_deletion(model, images, targets, maps, steps=16, batch_size=512)
+
+        t_metrics = best(metrics_job, max(1, args.repeats // 2))
+        lines += [
+            f"saliency job's maps (Grad-CAM, 200 images, batches of 64): {t_job * 1e3:.1f} ms",
+            f"seal (SHA-256 of a {len(data) / 1e3:.0f} kB shard): {max(t_seal, 0) * 1e3:.2f} ms "
+            f"= {100 * max(t_seal, 0) / t_job:.2f} % of the saliency job's maps",
+            f"verify: {t_verify * 1e3:.2f} ms = {100 * t_verify / t_metrics:.2f} % of the metrics "
+            f"job's scoring ({t_metrics * 1e3:.0f} ms); read_saliency with it {t_read * 1e3:.2f} ms",
+        ]
+        t_fp = best(lambda: fingerprint(model), args.repeats)
+        t_batch = t_job / 4
+        lines.append(
+            f"model fingerprint (default model): {t_fp * 1e3:.2f} ms per batch = "
+            f"{100 * t_fp / t_batch:.2f} % of a Grad-CAM batch of 64"
+        )
+        ckpt = tmp / "model.pt"
+        config = {"kind": "baseline", "arch": "resnet_small", "width": 16, "blocks": [1, 1, 1, 1]}
+        save_checkpoint(ckpt, model, config, 10, [str(k) for k in range(10)])
+        payload = torch.load(ckpt, weights_only=True)
+        t_digest = best(lambda: checkpoint_digest(payload), args.repeats)
+        t_load = best(lambda: read_checkpoint(ckpt), args.repeats)
+        lines.append(
+            f"checkpoint digest (default model): {t_digest * 1e3:.2f} ms = "
+            f"{100 * t_digest / t_load:.1f} % of read_checkpoint ({t_load * 1e3:.1f} ms, digest included)"
+        )
+    try:
+        from torchvision.models import resnet50
+    except ImportError:
+        resnet50 = None
+    if resnet50 is not None:
+        big = resnet50().eval()
+        x = torch.rand(8, 3, 224, 224)
+        t_gc = best(lambda: explain("gradcam", big, x, torch.zeros(8, dtype=torch.long), layer="layer4"), 2)
+        t_fp = best(lambda: fingerprint(big), args.repeats)
+        state = {"state_dict": big.state_dict(), "model_config": {}, "num_classes": 1000}
+        t_digest = best(lambda: checkpoint_digest(state), 2)
+        lines += [
+            f"ResNet-50, 224 px: fingerprint {t_fp * 1e3:.1f} ms = {100 * t_fp / t_gc:.2f} % of a "
+            f"Grad-CAM batch of 8 ({t_gc * 1e3:.0f} ms); checkpoint digest {t_digest * 1e3:.0f} ms",
+        ]
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
