@@ -1,0 +1,184 @@
+"""Nothing meaningless is scored (issue: items 1-3 and 7): degenerate maps flagged per
+image and kept out of bold and ranks, target layers below 2×2 refused before any map,
+a HuggingFace ViT's probed layer reaching the logits through its patch tokens, and the
+evaluation layer a parameter of the evaluation jobs only."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import copy_workflow, snakemake
+from test_integrity_jobs import _checkpoint, _run, _split
+from torch import nn
+
+from cambench.best import rankable
+from cambench.cache import read_saliency
+from cambench.jobs import summarize
+from cambench.metric_table import COLUMNS
+from cambench.models.layers import probe_layer
+from cambench.saliency import explain_with_flags, register
+from cambench.saliency.degenerate import ALL_ZERO, CONSTANT, OK, classify
+
+
+def test_classify_by_hand():
+    raw = torch.zeros(4, 3, 3)
+    raw[0] = torch.arange(9.0).view(3, 3)  # a map
+    raw[1] = 7.0  # constant
+    raw[2] = -1.0  # all zero after ReLU
+    raw[3] = 1.0 + 1e-7 * torch.randn(3, 3)  # float rounding speckle on a constant
+    assert classify(raw, relu=True).tolist() == [OK, CONSTANT, ALL_ZERO, CONSTANT]
+    assert classify(raw, relu=False)[2] == CONSTANT  # -1 everywhere, no ReLU
+
+
+class HFLogits(nn.Module):
+    """A HuggingFace classifier as a plug-in arch wraps it: logits from ``.logits``."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(pixel_values=x).logits
+
+
+@pytest.fixture(scope="module")
+def hf_vit():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(
+        image_size=32,
+        patch_size=8,
+        num_hidden_layers=2,
+        hidden_size=32,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=4,
+    )
+    return HFLogits(transformers.ViTForImageClassification(config)).eval()
+
+
+def test_the_probe_never_picks_a_layer_that_reaches_the_logits_only_through_the_class_token(
+    hf_vit,
+):
+    images, targets = torch.rand(8, 3, 32, 32), torch.arange(8) % 4
+    layer = probe_layer(hf_vit, images)
+    names = dict(hf_vit.named_modules())
+    last = max(int(n.split(".")[3]) for n in names if re.match(r"net\.vit\.\w+\.\d+$", n))
+    assert layer.endswith(f".{last}.layernorm_before"), layer
+    maps, flags = explain_with_flags("gradcam", hf_vit, images, targets, layer=layer)
+    # a random ViT's Grad-CAM may find nothing positive on some images; most are maps
+    assert (flags == OK).sum() >= 5 and (maps[flags == OK].amax((1, 2)) == 1).all()
+    # the final norm, which the old shape-only probe picked: all-zero maps, flagged
+    final = next(n for n in names if n.endswith("vit.layernorm"))
+    _, flags = explain_with_flags("gradcam", hf_vit, images, targets, layer=final)
+    assert flags.tolist() == [ALL_ZERO] * 8
+
+
+def test_a_layer_below_two_by_two_is_refused_before_any_map(tmp_path):
+    _split(tmp_path / "test.h5", size=8)  # SmallResNet's layer4 is 1×1 at 8 px
+    _checkpoint(tmp_path / "model.pt")
+    out = tmp_path / "out.h5"
+    with pytest.raises(ValueError, match=r"'models.baseline.layer'.*1×1, below the 2×2"):
+        _run(tmp_path, "gradcam", out, n_images=16)
+    assert not out.exists() and not out.with_name(".out.h5.tmp").exists()
+
+
+def test_all_zero_maps_are_flagged_in_the_file_and_counted_in_the_log(tmp_path, registry, capsys):
+    _split(tmp_path / "test.h5")
+    _checkpoint(tmp_path / "model.pt")
+
+    @register("nothing_found")
+    def nothing_found(model, images, targets, layer):
+        raw = -images.mean(1)  # negative everywhere: ReLU leaves nothing
+        raw[0] = images[0].mean(0)  # but the first image's map is a map
+        return raw
+
+    _run(tmp_path, "nothing_found", tmp_path / "out.h5")
+    cache = read_saliency(tmp_path / "out.h5")
+    codes = cache.degenerate.tolist()
+    assert codes == ([OK] + [ALL_ZERO] * 3) * 4  # the first image of each batch of 4
+    assert "degenerate maps: 12 of 16 all zero" in capsys.readouterr().out
+
+
+def _frame(method: str, degenerate: int, n: int = 10, shift: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "model": "m",
+            "method": method,
+            "index": np.arange(n),
+            "label": 0,
+            "target": 0,
+            "p": 0.9,
+            "o": 0.5,
+        }
+    )
+    for column in COLUMNS:
+        frame[column] = 50 + shift + rng.random(n)
+    frame["degenerate"] = [1] * degenerate + [0] * (n - degenerate)
+    return frame
+
+
+def test_degenerate_pairs_are_warned_about_and_never_bold(tmp_path):
+    paths = []
+    # "broken" has the best values of every column, but 10 degenerate maps
+    for method, bad, shift in (("gradcam", 0, 0.0), ("layercam", 0, 5.0), ("broken", 10, 40.0)):
+        path = tmp_path / f"{method}.csv"
+        _frame(method, bad, shift=shift).to_csv(path, index=False)
+        paths.append(path)
+    out = [tmp_path / n for n in ("s.csv", "s.md", "s.tex", "c.csv", "c.md", "c.tex")]
+    summary = summarize.run(
+        paths, [], [], [], {"resamples": 20, "confidence": 0.9, "seed": 0}, "t", *out
+    )
+    assert summary.set_index("method").loc["broken", "degenerate_maps"] == 10
+    assert rankable(summary).tolist() == [True, True, False]
+    text = out[1].read_text()
+    assert "**Warning:** m × broken: 10 of 10 maps are degenerate" in text
+    broken_row = next(line for line in text.splitlines() if "| broken |" in line)
+    assert "**" not in broken_row
+    layercam_row = next(line for line in text.splitlines() if "| layercam |" in line)
+    assert "**" in layercam_row  # the best of the rest
+    # no degenerate maps: no column, no warning (the default run's files unchanged)
+    summary = summarize.run(
+        paths[:2], [], [], [], {"resamples": 20, "confidence": 0.9, "seed": 0}, "t", *out
+    )
+    assert "degenerate_maps" not in summary.columns
+    assert "degenerate" not in out[1].read_text()
+
+
+@pytest.mark.slow
+def test_the_evaluation_layer_is_no_training_parameter(tmp_path: Path):
+    workdir = copy_workflow(tmp_path / "wf")
+    config = workdir / "tiny.yaml"
+
+    def commands(layer: str | None) -> dict[str, str]:
+        text = config.read_text()
+        if layer:
+            text = text.replace("    lr: 0.05", f"    lr: 0.05\n    layer: {layer}")
+        (workdir / "layer.yaml").write_text(text)
+        out = snakemake(workdir, "-n", "-p", "--configfile", "layer.yaml").stdout
+        lines = [line.strip() for line in out.splitlines() if "python -m cambench" in line]
+        train = next(line for line in lines if " train " in line)
+        saliency = next(line for line in lines if " saliency " in line and "gradcam" in line)
+        return {"train": train, "saliency": saliency}
+
+    default, other = commands(None), commands("layer3")
+    assert default["train"] == other["train"]  # the same training job: nothing retrains
+    assert "--layer=layer3" in other["saliency"] and default["saliency"] != other["saliency"]
+    model = json.loads(re.search(r"--model '(\{.*?\})'", other["train"])[1])
+    assert "layer" not in model
+    # a misspelt layer fails at config time, before any job
+    (workdir / "bad.yaml").write_text(
+        config.read_text().replace("    lr: 0.05", "    lr: 0.05\n    layer: layr3")
+    )
+    proc = snakemake(workdir, "-n", "--configfile", "bad.yaml", check=False)
+    assert proc.returncode != 0
+    assert (
+        "config key 'models.baseline.layer': layer 'layr3' not found" in proc.stderr + proc.stdout
+    )
