@@ -90,7 +90,8 @@ TRAINED = [m for m in MODELS if not EXP.models[m].is_pretrained]
 
 
 def model_json(wildcards):
-    return as_json(EXP.models[wildcards.model].config)
+    """The model's training config (its evaluation `layer` is the eval jobs' param)."""
+    return as_json(EXP.models[wildcards.model].training_config)
 
 
 def train_code(wildcards):
@@ -176,7 +177,7 @@ METRICS_SETTINGS = as_json(EXP.metrics.job_settings())
 # What the summary checks every input against (a restored copy of old results fails).
 SUMMARY_EXPECT = as_json(
     {
-        "models": {name: spec.config for name, spec in EXP.models.items()},
+        "models": {name: spec.training_config for name, spec in EXP.models.items()},
         "methods": EXP.methods,
         "metrics": EXP.metrics.job_settings(),
     }

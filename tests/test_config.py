@@ -208,9 +208,24 @@ def test_castream_base_must_be_a_plain_model():
 
 def test_castream_base_arch_must_be_supported():
     models = {"m": {"arch": "mobilenet_v2"}, "v": {"arch": "vgg16_bn"}}
-    check_config({"methods": {}, "models": {**models, "ca": {"kind": "castream", "base": "m"}}})
+    # 64 px: MobileNet-V2's features are 2×2 (at 32 px 1×1, refused as degenerate)
+    dataset = {"name": "shapes", "image_size": 64, "num_classes": 10}
+    ca = {"kind": "castream", "base": "m"}
+    check_config({"methods": {}, "dataset": dataset, "models": {**models, "ca": ca}})
     with pytest.raises(ValueError, match=r"'models.ca.base': CA-Stream supports.*'vgg16_bn'"):
-        check_config({"methods": {}, "models": {**models, "ca": {"kind": "castream", "base": "v"}}})
+        check_config(
+            {"methods": {}, "dataset": dataset, "models": {**models, "ca": {**ca, "base": "v"}}}
+        )
+
+
+def test_a_layer_too_small_or_misspelt_fails_at_config_time_naming_the_key():
+    small = {"m": {"arch": "mobilenet_v2"}}
+    with pytest.raises(ValueError, match=r"'models.m.layer'.*at dataset.image_size 32.*1×1"):
+        check_config({"methods": {}, "models": small})
+    check_config({"methods": {"gradient": {}}, "models": small})  # no layer used: fine
+    typo = {"b": {"arch": "resnet_small", "width": 8, "blocks": [1, 1, 1, 1], "layer": "layr4"}}
+    with pytest.raises(ValueError, match=r"'models.b.layer': layer 'layr4' not found.*layer4"):
+        check_config({"methods": {}, "models": typo})
 
 
 def _declared_mem_mb(output: str) -> dict[tuple[str, str], int]:

@@ -127,6 +127,8 @@ class SaliencyWriter:
         f.create_dataset("index", data=self.index)
         f.create_dataset("target", shape=(n,), dtype="int64", fillvalue=-1)
         f.create_dataset("label", data=self.labels)
+        # per image: 0 a map, 1 all zero, 2 constant (cambench.saliency.degenerate)
+        f.create_dataset("degenerate", shape=(n,), dtype="uint8", fillvalue=0)
         for key, value in self.attrs.items():
             f.attrs[key] = value
         f.attrs["complete"] = False
@@ -166,12 +168,32 @@ class SaliencyWriter:
             return f"it cannot be read ({err})"
         return None
 
-    def write(self, maps: torch.Tensor, targets: torch.Tensor, seconds: float) -> None:
-        """Append the next batch of maps (B, H, W) in [0, 1] and their targets."""
+    def write(
+        self,
+        maps: torch.Tensor,
+        targets: torch.Tensor,
+        seconds: float,
+        degenerate: torch.Tensor | None = None,
+    ) -> None:
+        """Append the next batch of maps (B, H, W) in [0, 1], their targets and their
+        degenerate-map codes (default: none degenerate)."""
         assert self.file is not None, "use SaliencyWriter as a context manager"
-        self._guard_disk(self._write, maps, targets, seconds)
+        self._guard_disk(self._write, maps, targets, seconds, degenerate)
 
-    def _write(self, maps: torch.Tensor, targets: torch.Tensor, seconds: float) -> None:
+    def degenerate_counts(self) -> dict[int, int]:
+        """Images per non-zero degenerate code among those written."""
+        assert self.file is not None, "call degenerate_counts inside the with block"
+        codes = self.file["degenerate"][: self.n_done]
+        values, counts = np.unique(codes[codes > 0], return_counts=True)
+        return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
+
+    def _write(
+        self,
+        maps: torch.Tensor,
+        targets: torch.Tensor,
+        seconds: float,
+        degenerate: torch.Tensor | None,
+    ) -> None:
         b = maps.shape[0]
         end = self.n_done + b
         if end > len(self.index):
@@ -186,6 +208,8 @@ class SaliencyWriter:
             )
         self.file["saliency"][self.n_done : end] = stored
         self.file["target"][self.n_done : end] = targets.detach().cpu().numpy().astype(np.int64)
+        if degenerate is not None:
+            self.file["degenerate"][self.n_done : end] = degenerate.cpu().numpy().astype(np.uint8)
         self.n_done = end
         self.seconds_before += seconds
         self.file.attrs["seconds"] = self.seconds_before
@@ -219,6 +243,7 @@ class SaliencyCache:
     target: torch.Tensor  # int64 (N,)
     label: torch.Tensor  # int64 (N,)
     attrs: dict[str, Any]
+    degenerate: torch.Tensor | None = None  # uint8 (N,): 0 a map, 1 all zero, 2 constant
 
     @property
     def params(self) -> dict[str, Any]:
@@ -275,6 +300,11 @@ def read_saliency(
             index = torch.from_numpy(f["index"][()].astype(np.int64))
             target = torch.from_numpy(f["target"][()].astype(np.int64))
             label = torch.from_numpy(f["label"][()].astype(np.int64))
+            degenerate = (
+                torch.from_numpy(f["degenerate"][()].astype(np.uint8))
+                if "degenerate" in f
+                else torch.zeros(len(index), dtype=torch.uint8)
+            )
         except OSError as err:
             raise CacheError(f"{path}: corrupt saliency data ({err})") from err
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
@@ -282,7 +312,7 @@ def read_saliency(
         raise CacheError(
             f"{path}: corrupt saliency data (shape {tuple(maps.shape)} or non-finite values)"
         )
-    return SaliencyCache(path, maps, index, target, label, attrs)
+    return SaliencyCache(path, maps, index, target, label, attrs, degenerate)
 
 
 def describe(path: str | os.PathLike) -> str:

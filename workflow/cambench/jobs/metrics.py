@@ -165,6 +165,8 @@ def run(
     frame["protocol"] = protocol.to_json()
     # what made these rows, for the summary's check against the configuration
     frame["params"] = cache.attrs["params"]
+    # 0: a map; 1: all zero; 2: constant (cambench.saliency.degenerate)
+    frame["degenerate"] = cache.degenerate.numpy() if len(frame) else []
     frame["model_sha256"] = cache.attrs["model_sha256"]
     write_csv(out_csv, frame, "%.6g")
     empty = np.zeros((0, protocol.steps + 1), dtype=np.float32)

@@ -43,6 +43,17 @@ def near_chance_warnings(histories: Sequence[dict[str, Any]]) -> list[str]:
     return warnings
 
 
+def degenerate_warnings(counts: pd.DataFrame) -> list[str]:
+    """A warning per model × method with degenerate maps (all zero or constant)."""
+    return [
+        f"{row.model} × {row.method}: {row.degenerate_maps} of {row.n_images} maps are "
+        "degenerate (all zero or constant: a target layer too small, or a method that found "
+        "nothing); their scores say nothing about the method, and the pair is neither bold "
+        "nor ranked."
+        for row in counts.itertuples(index=False)
+    ]
+
+
 def run(
     csv_paths: Sequence[str | os.PathLike],
     history_paths: Sequence[str | os.PathLike],
@@ -104,6 +115,12 @@ def run(
             on=["model", "method"],
             how="left",
         )
+    degenerate = aggregate.degenerate_counts(per_image)
+    if not degenerate.empty:  # the column exists only when some maps are degenerate
+        summary = summary.merge(
+            degenerate[["model", "method", "degenerate_maps"]], on=["model", "method"], how="left"
+        )
+        summary["degenerate_maps"] = summary["degenerate_maps"].fillna(0).astype(int)
     histories = [read_json(p, "training history") for p in history_paths]
     if expected is not None:
         checkpoints = {os.path.basename(str(p)).removesuffix(".pt"): p for p in checkpoint_paths}
@@ -133,7 +150,7 @@ def run(
             confidence,
             resamples,
             tolerance,
-            near_chance_warnings(histories),
+            near_chance_warnings(histories) + degenerate_warnings(degenerate),
             consistency.undefined_counts(per_image),
         ),
     )

@@ -213,13 +213,44 @@ def _wrapped(model: nn.Module) -> tuple[str, nn.Module] | None:
     return None
 
 
+def _logits_of(out: object) -> torch.Tensor | None:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, dict):
+        return out.get("logits")
+    if hasattr(out, "logits"):
+        return out.logits
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    return None
+
+
+def _reaches_logits(module: nn.Module, output: torch.Tensor, grad: torch.Tensor | None) -> bool:
+    """Whether the logits depend on ``output`` at its map positions (a ViT's patch
+    tokens, not only its class token)."""
+    if grad is None:
+        return False
+    try:
+        layout = layer_layout(module, output)
+        positions = layout.to_map(grad) if hasattr(layout, "to_map") else grad
+    except (ValueError, RuntimeError):
+        return False
+    return bool(positions.detach().abs().amax() > 0)
+
+
 def probe_layer(model: nn.Module, example: torch.Tensor) -> str:
     """The last module, in the order forwards finish, whose output on ``example[:1]``
-    is a map with ``h·w > 1`` (channels first or last) or a square token grid: one
-    forward in eval mode without autograd, hooks on every module. Modules that run
-    before any learned layer (the input normalization) do not count. The choice
-    depends on output shapes only."""
+    is a map with ``h·w > 1`` (channels first or last) or a square token grid, and
+    whose map positions the logits depend on: one forward in eval mode, hooks on every
+    module, and one backward to the outputs. A layer whose output reaches the logits
+    only through a class token (a ViT's final norm, its last block's MLP) has zero
+    gradient at its patch tokens and is passed over; among token outputs only
+    normalization layers count (the attention's own projections are not a layer to
+    explain), so a ViT gets its last block's first norm, as for torchvision and timm.
+    Modules that run before any learned layer (the input normalization) do not count.
+    Without a gradient path (the logits are not differentiable) the last map is taken."""
     found: list[tuple[str, tuple[int, ...], int]] = []
+    outputs: dict[str, tuple[nn.Module, torch.Tensor]] = {}
     learned = False
 
     def record(name: str, module: nn.Module, output: object) -> None:
@@ -228,6 +259,8 @@ def probe_layer(model: nn.Module, example: torch.Tensor) -> str:
         if isinstance(output, torch.Tensor):
             size = map_size(module, output) if learned else 0
             found.append((name, tuple(output.shape), size))
+            if size > 1 and output.requires_grad:
+                outputs[name] = (module, output)
 
     modes = {m: m.training for m in model.modules()}
     handles = [
@@ -235,16 +268,37 @@ def probe_layer(model: nn.Module, example: torch.Tensor) -> str:
         for name, m in model.named_modules()
         if name
     ]
+    grads: dict[str, torch.Tensor | None] = {}
     try:
         model.eval()
-        with torch.no_grad():
-            model(example[:1])
+        x = example[:1].detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            logits = _logits_of(model(x))
+            names = list(outputs)
+            if logits is not None and logits.requires_grad and names:
+                try:
+                    values = torch.autograd.grad(
+                        logits.max(), [outputs[n][1] for n in names], allow_unused=True
+                    )
+                    grads = dict(zip(names, values, strict=True))
+                except RuntimeError:  # e.g. an output modified in place: shapes only
+                    grads = {}
     finally:
         for handle in handles:
             handle.remove()
         for m, mode in modes.items():
             m.training = mode
     maps = [name for name, _, size in found if size > 1]
+    if grads:
+        for name in reversed(maps):
+            if name not in outputs:
+                continue
+            module, output = outputs[name]
+            tokens = isinstance(layer_layout(module, output), TokenLayout)
+            if tokens and "norm" not in type(module).__name__.lower():
+                continue
+            if _reaches_logits(module, output, grads.get(name)):
+                return name
     if maps:
         return maps[-1]
     seen = ", ".join(f"{name} {shape}" for name, shape, _ in found[-20:]) or "none"
@@ -254,6 +308,35 @@ def probe_layer(model: nn.Module, example: torch.Tensor) -> str:
         f"{tuple(example.shape[1:])}); pass layer= explicitly. Candidates (module, output "
         f"shape, last {min(len(found), 20)}): {seen}"
     )
+
+
+#: The smallest target-layer output (h and w) whose maps can vary: one position
+#: upsampled is a constant map (cambench.saliency.degenerate).
+MIN_LAYER_SIZE = 2
+
+
+def check_layer_size(h: int, w: int, where: str) -> None:
+    """ValueError naming ``where`` (the model's config key) when a target layer's
+    output (h, w) is below :data:`MIN_LAYER_SIZE` on a side."""
+    if h < MIN_LAYER_SIZE or w < MIN_LAYER_SIZE:
+        raise ValueError(
+            f"{where}: the target layer's output is {h}×{w}, below the {MIN_LAYER_SIZE}×"
+            f"{MIN_LAYER_SIZE} minimum: every map would be constant (one position "
+            "upsampled). Use a larger dataset.image_size, or an earlier layer with the "
+            "model's layer: key"
+        )
+
+
+def map_shape(module: nn.Module, output: object) -> tuple[int, int] | None:
+    """``(h, w)`` of ``module``'s output read as a map (``None`` when it is not one)."""
+    try:
+        layout = layer_layout(module, output)
+    except ValueError:
+        return None
+    if isinstance(layout, TokenLayout):
+        return layout.h, layout.w
+    h, w = output.shape[1:3] if isinstance(layout, ChannelsLast) else output.shape[2:]
+    return int(h), int(w)
 
 
 def default_layer_name(model: nn.Module, example: torch.Tensor | None = None) -> str:

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 
+from cambench import best
+from cambench.best import best_mask, rankable
 from cambench.metric_table import METRICS as METRIC_TABLE
 from cambench.plots.style import new_figure, save_figure, styled
 from cambench.table_io import read_table
@@ -77,6 +79,20 @@ def _n_images_label(n: pd.Series) -> str:
     return f"n = {lo}" if lo == hi else f"n = {lo}–{hi}"
 
 
+def _row_labels(rows: pd.DataFrame, methods: list[str]) -> list[str]:
+    """Method names, marked † when the randomization check flags them and with a
+    warning when their maps are degenerate (all zero or constant)."""
+    marked = best.flagged(rows)
+    broken = rows.get("degenerate_maps", pd.Series(0, index=rows.index)).fillna(0).to_numpy()
+    labels = []
+    for i, method in enumerate(methods):
+        label = method + (" †" if marked[i] else "")
+        if broken[i] > 0:
+            label += f"  ⚠ {int(broken[i])} degenerate"
+        labels.append(label)
+    return labels
+
+
 @styled
 def plot_summary_heatmap(summary_csv: str | os.PathLike, out_png: str | os.PathLike) -> None:
     """Draw ``summary.csv`` as a methods × metrics heatmap, one panel per model.
@@ -84,7 +100,9 @@ def plot_summary_heatmap(summary_csv: str | os.PathLike, out_png: str | os.PathL
     Every cell prints its value (percent). The colour shows how good the value is within
     its column of its panel (the best method of the model is darkest), respecting that
     lower is better for AD and deletion; headers carry ↓ / ↑. Each panel's best value per
-    column is bold. Missing values are grey with a dash.
+    column is bold among the methods that may be (:func:`cambench.best.rankable`; none
+    when all tie). Missing values are grey with a dash; flagged methods carry †, and
+    model × method pairs with degenerate maps a warning with their count.
     """
     df = read_summary(summary_csv)
     models = list(dict.fromkeys(df["model"]))
@@ -113,15 +131,20 @@ def plot_summary_heatmap(summary_csv: str | os.PathLike, out_png: str | os.PathL
         image = ax.imshow(
             np.ma.masked_invalid(colour), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto"
         )
-        for j in range(n_metrics):
+        rows = table.reset_index()
+        present = rows["model"].notna().to_numpy()
+        ok = np.zeros(n_methods, dtype=bool)
+        ok[present] = rankable(rows[present])  # the tables' rule: never a sanity baseline,
+        for j in range(n_metrics):  # a flagged method, degenerate maps, nor an all-tie column
             column = colour[:, j]
-            best = np.nanmax(column) if np.isfinite(column).any() else np.nan
+            bold = np.zeros(n_methods, dtype=bool)
+            bold[ok] = best_mask(values[ok, j], lower_is_better=not METRICS[j][2])
             for i in range(n_methods):
                 v, g = values[i, j], column[i]
                 if not np.isfinite(v):
                     ax.text(j, i, "–", ha="center", va="center", fontsize=8, color="#777777")
                     continue
-                is_best = np.isfinite(best) and g == best and np.isfinite(column).sum() > 1
+                is_best = bool(bold[i])
                 ax.text(
                     j,
                     i,
@@ -138,7 +161,7 @@ def plot_summary_heatmap(summary_csv: str | os.PathLike, out_png: str | os.PathL
         ax.tick_params(axis="x", length=0, pad=2)
         ax.set_yticks(range(n_methods))
         if k % n_cols == 0:
-            ax.set_yticklabels(methods)
+            ax.set_yticklabels(_row_labels(rows, methods))
         else:
             ax.set_yticklabels([])
         ax.tick_params(axis="y", length=0)

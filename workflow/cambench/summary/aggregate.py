@@ -33,6 +33,21 @@ def _protocol_name(spec: object) -> str:
         return spec
 
 
+def degenerate_counts(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Per model × method with degenerate maps (the per-image ``degenerate`` code > 0):
+    ``degenerate_maps`` and ``n_images``; empty when there are none."""
+    columns = ["model", "method", "degenerate_maps", "n_images"]
+    if "degenerate" not in per_image.columns:
+        return pd.DataFrame(columns=columns)
+    bad = per_image["degenerate"].fillna(0).to_numpy() > 0
+    grouped = per_image.assign(degenerate_maps=bad).groupby(["model", "method"], sort=False)
+    counts = grouped.agg(
+        degenerate_maps=("degenerate_maps", "sum"), n_images=("degenerate_maps", "size")
+    ).reset_index()
+    counts["degenerate_maps"] = counts["degenerate_maps"].astype(int)
+    return counts[counts["degenerate_maps"] > 0][columns].reset_index(drop=True)
+
+
 def describe_protocols(per_image: pd.DataFrame) -> list[str]:
     """One human-readable line per distinct protocol in the per-image metrics."""
     if "protocol" not in per_image.columns:

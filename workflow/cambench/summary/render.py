@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cambench import best
+from cambench.best import SANITY_BASELINES, best_mask, rankable
 from cambench.metric_table import COLUMNS, METRICS, TIME, metric
 
 SIGNIFICANCE = 0.05
-SANITY_BASELINES = ("fakecam", "random")
 
 
 @dataclass(frozen=True)
@@ -64,17 +65,6 @@ def stars(p: float) -> str:
     if not np.isfinite(p):
         return ""
     return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < SIGNIFICANCE else ""
-
-
-def best_mask(values: np.ndarray, lower_is_better: bool, digits: int = 1) -> np.ndarray:
-    """Which entries are the best of their column (ties at the displayed precision all
-    count); none when fewer than two values are finite."""
-    values = np.round(np.asarray(values, dtype=float), digits)
-    finite = np.isfinite(values)
-    if finite.sum() < 2:
-        return np.zeros(values.shape, dtype=bool)
-    best = np.nanmin(values) if lower_is_better else np.nanmax(values)
-    return finite & (values == best)
 
 
 # --------------------------------------------------------------------------- writers
@@ -167,22 +157,11 @@ def summary_columns(summary: pd.DataFrame) -> list[str]:
     return columns
 
 
-def rankable(summary: pd.DataFrame) -> np.ndarray:
-    """Rows that may be marked best: not a sanity baseline (``fakecam``, ``random``)
-    and not flagged model-independent by the randomization check — a map that does
-    not explain the model cannot be the best explanation."""
-    flagged = summary.get("model_independent", pd.Series(False, index=summary.index))
-    flagged = flagged.astype("boolean").fillna(False).to_numpy(dtype=bool)
-    baseline = summary["method"].isin(SANITY_BASELINES).to_numpy()
-    return ~flagged & ~baseline
-
-
 def summary_table(summary: pd.DataFrame) -> Table:
     """The metrics table: each metric's mean with its interval, the best value of
     each column within each model in bold (among :func:`rankable` rows)."""
     columns = summary_columns(summary)
-    flagged = summary.get("model_independent", pd.Series(False, index=summary.index))
-    flagged = flagged.astype("boolean").fillna(False).to_numpy(dtype=bool)
+    flagged = best.flagged(summary)
     ok = rankable(summary)
     bold = np.zeros((len(summary), len(columns)), dtype=bool)
     for model in dict.fromkeys(summary["model"]):
