@@ -11,9 +11,11 @@ from torch import nn
 
 from cambench.saliency import METHODS, explain, register
 from cambench.saliency.core import activations, all_finite
+from cambench.specs import ATTENTION_METHODS
 
-# castream_attention needs a CA-Stream model; its checks are its owner's.
-GENERIC = sorted(set(METHODS) - {"castream_attention"})
+# castream_attention needs a CA-Stream model, the attention methods a ViT (checked in
+# test_attention.py); their checks are their owners'.
+GENERIC = sorted(set(METHODS) - {"castream_attention", *ATTENTION_METHODS})
 # Methods that run the model (fakecam and random look at neither the model nor the class).
 FORWARD = sorted(set(GENERIC) - {"fakecam", "random"})
 FAST = {"opticam": {"iterations": 2}, "scorecam": {"batch_size": 512}}

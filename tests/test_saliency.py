@@ -12,11 +12,13 @@ from torch import nn
 from cambench.models.normalization import Normalize
 from cambench.saliency import METHODS, explain, finalize_maps, minmax_normalize
 from cambench.saliency.core import weighted_sum
+from cambench.specs import ATTENTION_METHODS
 
 REQUIRED = {"gradcam", "fakecam", "random", "cam", "gradcampp", "xgradcam", "layercam"}
 # castream_attention is by definition undefined on these generic (GAP) models; its own
-# contract is tested on a CA-Stream model in test_castream.py.
-GENERIC = sorted(set(METHODS) - {"castream_attention"})
+# contract is tested on a CA-Stream model in test_castream.py, the attention methods'
+# on a ViT in test_attention.py.
+GENERIC = sorted(set(METHODS) - {"castream_attention", *ATTENTION_METHODS})
 PEER = {
     "gradcam": GradCAM,
     "gradcampp": GradCAMPlusPlus,

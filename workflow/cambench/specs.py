@@ -56,6 +56,8 @@ TRAINING_KEYS = (
     "seed",
 )
 FROM_BASE = ("arch", "width", "blocks", "weights")
+# cambench.saliency.attention's methods: ViT-style models only (ModelSpec.applies).
+ATTENTION_METHODS = ("attention", "attention_rollout", "attention_gradient")
 
 
 def apply_experiment(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +173,25 @@ class ModelSpec:
             return self.is_castream
         if method == "cam":
             return not self.is_castream and has_gap_linear_head(self.arch)
+        if method in ATTENTION_METHODS:  # ViT-style models (built on the meta device)
+            from cambench.saliency.attention import config_has_attention
+
+            return not self.is_castream and config_has_attention(self.config)
         return True
+
+
+def _check_attention_methods(models: dict[str, ModelSpec], methods: dict[str, Any]) -> None:
+    """ValueError naming ``methods.<name>`` and the models when an attention method
+    applies to none of them (a CNN has no attention blocks); where some models are
+    ViT-style, the others' pairs are skipped like ``cam`` on CA-Stream."""
+    for method in methods:
+        if method in ATTENTION_METHODS and not any(m.applies(method) for m in models.values()):
+            described = ", ".join(f"{n} ({m.kind} {m.arch})" for n, m in models.items())
+            raise ValueError(
+                f"config key 'methods.{method}': attention methods need a ViT-style model "
+                "with a class token and attention blocks (torchvision VisionTransformer, "
+                f"timm ViT/DeiT); none of the models has them: {described}"
+            )
 
 
 def _model_spec(name: str, entry: dict[str, Any], models: dict[str, Any]) -> ModelSpec:
@@ -361,6 +381,7 @@ def parse_config(config: dict[str, Any]) -> Experiment:
         models[name] = _model_spec(name, entry, models_config)
         check_model_entry(name, entry)
     methods = _method_params(config["methods"])
+    _check_attention_methods(models, methods)
     dataset = config["dataset"]
     root = dataset.get("root")
     if (
