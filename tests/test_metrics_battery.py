@@ -314,3 +314,114 @@ def test_road_imputation_is_the_neighbours_mean():
     missing[0, 2:7, 3:8] = True
     out = noisy_linear_imputation(image, missing)
     torch.testing.assert_close(out, image, rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------- table, config and job
+
+
+def test_config_errors_name_the_key():
+    from cambench.metric_table import resolve_include, resolve_params
+
+    with pytest.raises(ValueError, match=r"'metrics.include': unknown metric 'rood'"):
+        resolve_include(["default", "rood"])
+    with pytest.raises(ValueError, match=r"'metrics.params.road.nose'"):
+        resolve_params({"road": {"nose": 0.1}}, ("road",))
+    with pytest.raises(ValueError, match=r"'metrics.params.irof.cells'"):
+        resolve_params({"irof": {"cells": "8"}}, ("irof",))
+    with pytest.raises(ValueError, match=r"'metrics.params.gini'"):
+        resolve_params({"gini": {}}, ("sparseness",))
+
+
+def test_parse_config_rejects_before_any_job():
+    from pathlib import Path
+
+    import yaml
+
+    from cambench.specs import apply_experiment, parse_config
+
+    root = Path(__file__).resolve().parents[1]
+    base = yaml.safe_load((root / "config.yaml").read_text())
+    tiny = yaml.safe_load((root / "tests" / "config.tiny.yaml").read_text())
+
+    def merged(metrics):
+        cfg = apply_experiment({**base, **tiny, "metrics": {**base["metrics"], **metrics}}, tiny)
+        import jsonschema
+
+        jsonschema.validate(
+            cfg, yaml.safe_load((root / "workflow" / "schemas" / "config.schema.yaml").read_text())
+        )
+        return cfg
+
+    default = parse_config(_filled(merged({})))
+    assert "include" not in default.metrics.job_settings()  # the default run unchanged
+    chosen = parse_config(_filled(merged({"include": ["default", "complexity"]})))
+    assert chosen.metrics.job_settings()["include"][-1] == "effective_complexity"
+    with pytest.raises(ValueError, match="metrics.include"):
+        parse_config(_filled(merged({"include": ["nope"]})))
+    with pytest.raises(ValueError, match=r"metrics.params.road.bogus"):
+        parse_config(_filled(merged({"include": ["road"], "params": {"road": {"bogus": 1}}})))
+
+
+def _filled(cfg):
+    """Schema defaults filled as Snakemake's validate() does."""
+    from snakemake.utils import validate
+
+    from cambench.specs import SCHEMA
+
+    validate(cfg, str(SCHEMA), set_default=True)
+    return cfg
+
+
+def test_metrics_job_writes_the_chosen_columns(tmp_path):
+    from test_integrity_jobs import _checkpoint, _run, _split
+
+    from cambench.jobs import metrics as metrics_job
+    from cambench.metric_table import DEFAULT_COLUMNS, PARAMS, resolve_include, resolve_params
+
+    _split(tmp_path / "test.h5")
+    _checkpoint(tmp_path / "model.pt")
+    _run(tmp_path, "gradcam", tmp_path / "sal.h5")
+    include = resolve_include(["default", "road", "irof", "complexity", "sparseness"])
+    params = resolve_params({"road": {"percentages": [20, 60]}, "irof": {"cells": 4}}, include)
+    base = {"protocol": "custom", "forward_batch_size": 64, "pointing_tolerance": 0.0}
+    common = dict(
+        model_path=tmp_path / "model.pt",
+        data_path=tmp_path / "test.h5",
+        saliency_path=tmp_path / "sal.h5",
+        batch_size=8,
+        device=torch.device("cpu"),
+        model_name="baseline",
+        expected={},
+        progress=False,
+    )
+    default = metrics_job.run(
+        out_csv=tmp_path / "d.csv", out_curves=tmp_path / "d.npz", settings=base, **common
+    )
+    chosen = metrics_job.run(
+        out_csv=tmp_path / "c.csv",
+        out_curves=tmp_path / "c.npz",
+        settings={**base, "include": list(include), "metric_params": params},
+        **common,
+    )
+    metrics_job.run(
+        out_csv=tmp_path / "c2.csv",
+        out_curves=tmp_path / "c2.npz",
+        settings={**base, "include": list(include), "metric_params": params},
+        **common,
+    )
+    assert (tmp_path / "c.csv").read_bytes() == (tmp_path / "c2.csv").read_bytes()
+    assert not set(include) - set(DEFAULT_COLUMNS) & set(default.columns)
+    assert "metric_params" not in default.columns
+    for column in DEFAULT_COLUMNS:  # the default columns are unchanged
+        np.testing.assert_array_equal(default[column], chosen[column])
+    added = [c for c in include if c not in DEFAULT_COLUMNS]
+    assert np.isfinite(chosen[added].to_numpy(dtype=float)).all()
+    recorded = __import__("json").loads(chosen["metric_params"].iloc[0])
+    assert recorded["road"]["percentages"] == [20, 60]
+    assert recorded["road"]["seed"] == PARAMS["road"]["seed"]
+    # the summary takes the added columns with their intervals
+    from cambench.summary.aggregate import summarize_metrics
+
+    summary = summarize_metrics(chosen, 50, 0.95, 0)
+    assert {"road", "road_ci_low", "irof", "complexity_ci_high"} <= set(summary.columns)
+    assert "road" not in summarize_metrics(default, 50, 0.95, 0).columns

@@ -15,6 +15,7 @@ This module imports neither torch nor matplotlib: the plots and the summary read
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 LOWER = "lower"
 HIGHER = "higher"
@@ -32,6 +33,9 @@ class Metric:
     of them says nothing); ``scale``: API value × scale = table value;
     ``may_be_undefined``: an image may legitimately have no value (NaN: localization
     of an image without an object mask); any other missing value is an error.
+    ``family``: ``faithfulness``, ``localization`` or ``complexity`` (a name
+    ``metrics.include`` accepts); ``group``: the computation that yields the column
+    (its parameters are :data:`PARAMS` ``[group]``); ``default``: in the default run.
     """
 
     column: str
@@ -43,6 +47,9 @@ class Metric:
     binary: bool = False
     scale: float = 100.0
     may_be_undefined: bool = False
+    family: str = "faithfulness"
+    group: str = ""
+    default: bool = True
 
     @property
     def lower_is_better(self) -> bool:
@@ -59,12 +66,192 @@ METRICS: tuple[Metric, ...] = (
     Metric("AG", "AG", "Average gain", HIGHER),
     Metric("insertion", "Ins.", "Insertion AUC", HIGHER),
     Metric("deletion", "Del.", "Deletion AUC", LOWER),
-    Metric("pointing_game", "PG", "Pointing game", HIGHER, binary=True, may_be_undefined=True),
-    Metric("energy_pointing_game", "EPG", "Energy pointing game", HIGHER, may_be_undefined=True),
-    Metric("iou", "IoU", "IoU (mean threshold)", HIGHER, may_be_undefined=True),
+    Metric(
+        "pointing_game",
+        "PG",
+        "Pointing game",
+        HIGHER,
+        binary=True,
+        may_be_undefined=True,
+        family="localization",
+    ),
+    Metric(
+        "energy_pointing_game",
+        "EPG",
+        "Energy pointing game",
+        HIGHER,
+        may_be_undefined=True,
+        family="localization",
+    ),
+    Metric(
+        "iou",
+        "IoU",
+        "IoU (mean threshold)",
+        HIGHER,
+        may_be_undefined=True,
+        family="localization",
+    ),
+    # not in the default run: chosen by metrics.include (cambench.metrics.road, ...)
+    Metric("road_morf", "ROAD-M", "ROAD, most relevant first", LOWER, group="road", default=False),
+    Metric(
+        "road_lerf", "ROAD-L", "ROAD, least relevant first", HIGHER, group="road", default=False
+    ),
+    Metric("road", "ROAD", "ROAD (LeRF - MoRF)", HIGHER, group="road", default=False),
+    Metric(
+        "faithfulness_correlation",
+        "FCor",
+        "Faithfulness correlation",
+        HIGHER,
+        unit="r",
+        scale=1.0,
+        group="faithfulness_correlation",
+        default=False,
+    ),
+    Metric(
+        "monotonicity_correlation",
+        "MCor",
+        "Monotonicity correlation",
+        HIGHER,
+        unit="rho",
+        scale=1.0,
+        group="monotonicity_correlation",
+        default=False,
+    ),
+    Metric("irof", "IROF", "IROF (area over the curve)", HIGHER, group="irof", default=False),
+    Metric(
+        "sparseness",
+        "Gini",
+        "Sparseness (Gini index)",
+        HIGHER,
+        unit="",
+        scale=1.0,
+        family="complexity",
+        group="sparseness",
+        default=False,
+    ),
+    Metric(
+        "complexity",
+        "Cplx",
+        "Complexity (entropy)",
+        LOWER,
+        unit="nats",
+        scale=1.0,
+        family="complexity",
+        group="complexity",
+        default=False,
+    ),
+    Metric(
+        "effective_complexity",
+        "EffC",
+        "Effective complexity",
+        LOWER,
+        family="complexity",
+        group="effective_complexity",
+        default=False,
+    ),
 )
+
+#: The parameters (and their defaults) of each added metric's computation, as
+#: ``metrics.params.<group>`` takes them; recorded with every result.
+PARAMS: dict[str, dict[str, Any]] = {
+    "road": {
+        "percentages": [10, 20, 30, 40, 50, 60, 70, 80, 90],
+        "noise": 0.01,
+        "weights": [1 / 6, 1 / 12],
+        "score": "accuracy",
+        "seed": 0,
+    },
+    "faithfulness_correlation": {
+        "subset_size": 224,
+        "n_subsets": 100,
+        "baseline": "black",
+        "output": "probability",
+        "seed": 0,
+    },
+    "monotonicity_correlation": {
+        "pixels_per_step": 16,
+        "n_samples": 10,
+        "low": 0.0,
+        "high": 1.0,
+        "eps": 1e-5,
+        "output": "probability",
+        "seed": 0,
+    },
+    "irof": {"cells": 8, "output": "probability"},
+    "sparseness": {},
+    "complexity": {},
+    "effective_complexity": {"eps": 1e-5},
+}
+FAMILIES = ("faithfulness", "localization", "complexity")
+DEFAULT_COLUMNS: tuple[str, ...] = tuple(m.column for m in METRICS if m.default)
+
+
+def resolve_include(include: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The columns ``metrics.include`` selects (metric names, families, ``default``),
+    in table order, always with the default set (every summary, figure and comparison
+    has those); ValueError naming the key and the unknown entry."""
+    chosen: set[str] = set(DEFAULT_COLUMNS)
+    for entry in include:
+        if entry == "default":
+            chosen.update(DEFAULT_COLUMNS)
+        elif entry in FAMILIES:
+            chosen.update(m.column for m in METRICS if m.family == entry)
+        elif entry in PARAMS:  # a group: all its columns (road: morf, lerf, gap)
+            chosen.update(m.column for m in METRICS if m.group == entry)
+        elif any(m.column == entry for m in METRICS):
+            chosen.add(entry)
+        else:
+            valid = ["default", *FAMILIES, *(m.column for m in METRICS)]
+            raise ValueError(
+                f"config key 'metrics.include': unknown metric {entry!r}; valid: "
+                f"{', '.join(dict.fromkeys(valid))}"
+            )
+    return tuple(m.column for m in METRICS if m.column in chosen)
+
+
+def _fits(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, list):
+        return isinstance(value, list) and all(isinstance(v, (int, float)) for v in value)
+    return isinstance(value, type(default))
+
+
+def resolve_params(
+    params: dict[str, dict[str, Any]] | None, columns: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    """Full parameters of every computation the chosen ``columns`` need (defaults
+    filled); ValueError naming ``metrics.params.<group>[.<key>]`` for an unknown group,
+    an unknown key or a value of another type than the default's."""
+    for group, given in (params or {}).items():
+        if group not in PARAMS:
+            raise ValueError(
+                f"config key 'metrics.params.{group}': no metric takes parameters by that "
+                f"name; valid: {', '.join(g for g in PARAMS if PARAMS[g])}"
+            )
+        for key, value in (given or {}).items():
+            if key not in PARAMS[group]:
+                raise ValueError(
+                    f"config key 'metrics.params.{group}.{key}': {group} takes no parameter "
+                    f"{key!r}; valid: {', '.join(PARAMS[group]) or 'none'}"
+                )
+            if not _fits(value, PARAMS[group][key]):
+                raise ValueError(
+                    f"config key 'metrics.params.{group}.{key}': expected "
+                    f"{type(PARAMS[group][key]).__name__} like the default "
+                    f"{PARAMS[group][key]!r}, got {value!r}"
+                )
+    groups = dict.fromkeys(BY_COLUMN[c].group for c in columns if BY_COLUMN[c].group)
+    return {g: {**PARAMS[g], **((params or {}).get(g) or {})} for g in groups}
+
+
 BY_COLUMN: dict[str, Metric] = {m.column: m for m in METRICS}
-COLUMNS: tuple[str, ...] = tuple(m.column for m in METRICS)
+#: Every declared column (the summary, comparisons and figures take those present).
+ALL_COLUMNS: tuple[str, ...] = tuple(m.column for m in METRICS)
+#: The default run's columns (every per-image file of a default run has them).
+COLUMNS: tuple[str, ...] = DEFAULT_COLUMNS
 
 # The explanation time per image, a summary column with a direction but no metric.
 TIME = Metric("ms_per_image", "T (ms)", "Time per image", LOWER, unit="ms", scale=1000.0)
@@ -77,4 +264,4 @@ def metric(column: str) -> Metric:
     try:
         return BY_COLUMN[column]
     except KeyError:
-        raise ValueError(f"unknown metric {column!r}; valid: {', '.join(COLUMNS)}") from None
+        raise ValueError(f"unknown metric {column!r}; valid: {', '.join(ALL_COLUMNS)}") from None

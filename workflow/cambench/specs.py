@@ -281,13 +281,23 @@ class MetricsSpec:
     forward_batch_size: int
     pointing_tolerance: float
     statistics: StatisticsSpec
+    include: tuple[str, ...] = ()
+    params: dict[str, dict[str, Any]] | None = None
 
     def job_settings(self) -> dict[str, Any]:
-        """What a metrics job reads (the statistics belong to the summary)."""
+        """What a metrics job reads (the statistics belong to the summary). The chosen
+        columns and the added metrics' parameters only when they are not the default
+        set (the default run's settings, hence its jobs, stay as they were)."""
+        from cambench.metric_table import DEFAULT_COLUMNS
+
+        extra: dict[str, Any] = {}
+        if self.include and tuple(self.include) != DEFAULT_COLUMNS:
+            extra = {"include": list(self.include), "metric_params": self.params or {}}
         return {
             **self.protocol,
             "forward_batch_size": self.forward_batch_size,
             "pointing_tolerance": self.pointing_tolerance,
+            **extra,
         }
 
 
@@ -418,11 +428,16 @@ def parse_config(config: dict[str, Any]) -> Experiment:
     # the protocol must agree with the config before any job runs (the metrics job
     # resolves it again for the images' actual height)
     resolve_protocol(m, int(config["dataset"]["image_size"]), evaluation.target)
+    from cambench.metric_table import resolve_include, resolve_params
+
+    include = resolve_include(m.get("include") or ["default"])
     metrics = MetricsSpec(
         protocol={k: v for k, v in m.items() if k in PROTOCOL_KEYS},
         forward_batch_size=int(m["forward_batch_size"]),
         pointing_tolerance=float(m["pointing_tolerance"]),
         statistics=StatisticsSpec(**m["statistics"]),
+        include=include,
+        params=resolve_params(m.get("params"), include),
     )
     s = config["sanity"]
     sanity_methods = tuple(s.get("methods") or methods) if s["randomization"] else ()

@@ -7,6 +7,7 @@ table's unit (percent): the metric functions return fractions and the entry's
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -19,15 +20,80 @@ from cambench.atomic import atomic_output
 from cambench.cache import SaliencyCache, read_saliency
 from cambench.data.store import read_split
 from cambench.jobs.saliency import shard_indices
-from cambench.metric_table import BY_COLUMN, COLUMNS
+from cambench.metric_table import BY_COLUMN, DEFAULT_COLUMNS
 from cambench.metrics import confidence_change, insertion_deletion, localization
+from cambench.metrics.complexity import complexity, effective_complexity, sparseness
+from cambench.metrics.correlation import faithfulness_correlation, monotonicity_correlation
+from cambench.metrics.irof import irof
 from cambench.metrics.protocols import PROTOCOL_KEYS, resolve_protocol
+from cambench.metrics.road import road
 from cambench.models import file_sha256, load_checkpoint
 from cambench.models.inference import inference_copy
 from cambench.table_io import write_csv
 
 #: Keys of a metrics job's settings besides the protocol's.
-SETTINGS = ("forward_batch_size", "pointing_tolerance")
+SETTINGS = ("forward_batch_size", "pointing_tolerance", "include", "metric_params")
+
+
+def added_metrics(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    maps: torch.Tensor,
+    index: torch.Tensor,
+    params: dict[str, dict[str, Any]],
+    batch_size: int,
+) -> dict[str, torch.Tensor]:
+    """Fractions / values of the added metrics' columns for the computations in
+    ``params`` (:data:`cambench.metric_table.PARAMS`, defaults filled)."""
+    out: dict[str, torch.Tensor] = {}
+    if "road" in params:
+        p = params["road"]
+        r = road(
+            model,
+            images,
+            targets,
+            maps,
+            index,
+            percentages=p["percentages"],
+            noise=p["noise"],
+            weights=tuple(p["weights"]),
+            score=p["score"],
+            seed=p["seed"],
+            batch_size=batch_size,
+        )
+        out.update(road_morf=r.morf, road_lerf=r.lerf, road=r.gap)
+    if "faithfulness_correlation" in params:
+        out["faithfulness_correlation"] = faithfulness_correlation(
+            model,
+            images,
+            targets,
+            maps,
+            index,
+            batch_size=batch_size,
+            **params["faithfulness_correlation"],
+        )
+    if "monotonicity_correlation" in params:
+        out["monotonicity_correlation"] = monotonicity_correlation(
+            model,
+            images,
+            targets,
+            maps,
+            index,
+            batch_size=batch_size,
+            **params["monotonicity_correlation"],
+        )
+    if "irof" in params:
+        out["irof"] = irof(
+            model, images, targets, maps, batch_size=batch_size, **params["irof"]
+        ).aoc
+    if "sparseness" in params:
+        out["sparseness"] = sparseness(maps)
+    if "complexity" in params:
+        out["complexity"] = complexity(maps)
+    if "effective_complexity" in params:
+        out["effective_complexity"] = effective_complexity(maps, **params["effective_complexity"])
+    return out
 
 
 def check_provenance(cache: SaliencyCache, expected: dict[str, Any], n_test: int) -> None:
@@ -100,6 +166,8 @@ def run(
     except ValueError as err:
         raise ValueError(f"{saliency_path}: {err}") from None
     tolerance = float(settings["pointing_tolerance"])
+    columns = tuple(settings.get("include") or DEFAULT_COLUMNS)
+    metric_params = settings.get("metric_params") or {}
     ins_curves, del_curves, rows = [], [], []
     starts = range(0, len(cache.index), batch_size)
     for begin in joblog.progress(starts, "metrics", len(starts), progress):
@@ -143,7 +211,18 @@ def run(
             "p": conf.p.cpu().numpy(),
             "o": conf.o.cpu().numpy(),
         }
-        for column in COLUMNS:
+        fractions.update(
+            added_metrics(
+                model,
+                images,
+                targets,
+                maps,
+                idx.to(device),
+                metric_params,
+                int(settings["forward_batch_size"]),
+            )
+        )
+        for column in columns:
             if column in values:
                 row[column] = values[column].cpu().numpy()
             else:
@@ -168,6 +247,8 @@ def run(
     # 0: a map; 1: all zero; 2: constant (cambench.saliency.degenerate)
     frame["degenerate"] = cache.degenerate.numpy() if len(frame) else []
     frame["model_sha256"] = cache.attrs["model_sha256"]
+    if metric_params:  # the added metrics' parameters and seeds (not in the default run)
+        frame["metric_params"] = json.dumps(metric_params, sort_keys=True)
     write_csv(out_csv, frame, "%.6g")
     empty = np.zeros((0, protocol.steps + 1), dtype=np.float32)
     with atomic_output(out_curves) as tmp, open(tmp, "wb") as f:

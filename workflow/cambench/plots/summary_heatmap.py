@@ -17,7 +17,7 @@ from cambench.table_io import read_table
 
 # (column in summary.csv, header in the figure, higher is better)
 METRICS: tuple[tuple[str, str, bool], ...] = tuple(
-    (m.column, m.header, not m.lower_is_better) for m in METRIC_TABLE
+    (m.column, m.header, not m.lower_is_better) for m in METRIC_TABLE if m.default
 )
 SUMMARY_COLUMNS: tuple[str, ...] = ("model", "method", "n_images", *(m[0] for m in METRICS))
 

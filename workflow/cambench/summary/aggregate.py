@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cambench.metric_table import COLUMNS, METRICS
+from cambench.metric_table import ALL_COLUMNS, COLUMNS, METRICS
 from cambench.metrics.protocols import Protocol
 from cambench.metrics.statistics import bootstrap_mean_ci, bootstrap_means, wilcoxon_signed_rank
 
@@ -73,15 +73,17 @@ def summarize_metrics(
 
     NaN values (e.g. localization of an image without an object mask) are skipped.
     """
+    # the metrics the run chose (metrics.include), in the metric table's order
     missing = [c for c in ("model", "method", *COLUMNS) if c not in per_image.columns]
     if missing:
         raise ValueError(f"per-image metrics lack columns {missing}")
+    present = [c for c in ALL_COLUMNS if c in per_image.columns]
     rows = []
     for (model, method), group in per_image.groupby(["model", "method"], sort=False):
-        values = group[list(COLUMNS)].to_numpy(dtype=float)
+        values = group[present].to_numpy(dtype=float)
         mean, low, high = bootstrap_mean_ci(values, resamples, confidence, seed)
         row: dict[str, Any] = {"model": model, "method": method, "n_images": len(group)}
-        for k, column in enumerate(COLUMNS):
+        for k, column in enumerate(present):
             row[column] = mean[k]
             row[f"{column}_ci_low"] = low[k]
             row[f"{column}_ci_high"] = high[k]
@@ -89,6 +91,8 @@ def summarize_metrics(
             row["ms_per_image"] = 1000 * float(group["seconds"].mean())
         protocols = sorted({_protocol_name(p) for p in group.get("protocol", pd.Series([""]))})
         row["protocol"] = "+".join(p for p in protocols if p)
+        if "metric_params" in group.columns:  # the added metrics' parameters and seeds
+            row["metric_params"] = "+".join(sorted(set(group["metric_params"].astype(str))))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -207,6 +211,8 @@ def compare_models(
             )
             for entry in METRICS:
                 metric, direction = entry.column, entry.direction
+                if f"{metric}_m" not in joined.columns:  # not chosen by metrics.include
+                    continue
                 a = joined[f"{metric}_m"].to_numpy(dtype=float)
                 b = joined[f"{metric}_r"].to_numpy(dtype=float)
                 keep = np.isfinite(a) & np.isfinite(b)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cambench.metric_table import COLUMNS, TIME, metric
+from cambench.metric_table import ALL_COLUMNS, TIME, metric
 from cambench.summary.render import fmt
 
 
@@ -70,7 +70,7 @@ def experiments_table(
         raise ValueError("compare needs at least one summary")
     present = set().union(*(s.columns for s in summaries.values()))
     if metrics is None:
-        metrics = [c for c in (*COLUMNS, TIME.column) if c in present]
+        metrics = [c for c in (*ALL_COLUMNS, TIME.column) if c in present]
     for column in metrics:
         if column != TIME.column:
             metric(column)  # ValueError naming the valid metrics

@@ -13,7 +13,7 @@ import pandas as pd
 
 from cambench import best
 from cambench.best import SANITY_BASELINES, best_mask, rankable
-from cambench.metric_table import COLUMNS, METRICS, TIME, metric
+from cambench.metric_table import ALL_COLUMNS, METRICS, TIME, metric
 
 SIGNIFICANCE = 0.05
 
@@ -151,7 +151,7 @@ def _blocks(keys: Sequence[str]) -> list[int]:
 
 
 def summary_columns(summary: pd.DataFrame) -> list[str]:
-    columns = [c for c in COLUMNS if c in summary.columns]
+    columns = [c for c in ALL_COLUMNS if c in summary.columns]
     if TIME.column in summary.columns:
         columns.append(TIME.column)
     return columns
@@ -384,7 +384,8 @@ def comparison_markdown(comparison: pd.DataFrame, note: str, experiment: str) ->
 
 def comparison_latex(comparison: pd.DataFrame, note: str) -> str:
     """All comparisons in one ``tabular``: a block per (model, reference)."""
-    columns = [m.column for m in METRICS]
+    present = set(comparison["metric"]) if "metric" in comparison.columns else set()
+    columns = [m.column for m in METRICS if m.column in present or m.default]
     header = ["model vs reference", "method"] + [
         rf"$\Delta$ {_header(m, tex=True)}" for m in columns
     ]
