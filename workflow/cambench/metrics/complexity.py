@@ -68,7 +68,7 @@ def complexity(maps: torch.Tensor) -> torch.Tensor:
     total = a.sum(dim=1, keepdim=True)
     uniform = torch.full_like(a, 1.0 / a.shape[1])
     p = torch.where(total > 0, a / torch.where(total > 0, total, 1.0), uniform)
-    return -torch.special.xlogy(p, p).sum(dim=1)
+    return 0.0 - torch.special.xlogy(p, p).sum(dim=1)
 
 
 def effective_complexity(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
