@@ -4,8 +4,8 @@
 For each method in ``cambench.saliency.METHODS`` and up to three models (the default
 experiment's baseline, a SmallResNet at 32×32 as config.yaml builds it; a torchvision
 ResNet-18 with ImageNet normalization inside, 2 images of 64×64, whose layer4 maps are
-2×2; a torchvision ResNet-50 at 224×224; all randomly initialised, in eval mode) it
-reports:
+2×2; a torchvision ResNet-50 at 224×224; a small torchvision ViT at 64×64 for the
+attention methods; all randomly initialised, in eval mode) it reports:
 
 - images per second of ``explain`` (best of ``--repeats`` timed calls);
 - peak memory of the first call (later calls run without the reset below: they time
@@ -74,13 +74,17 @@ from torch import nn  # noqa: E402
 import cambench  # noqa: E402
 from cambench.models.normalization import Normalize  # noqa: E402
 from cambench.saliency import METHODS, explain, resolve_layer  # noqa: E402
-from cambench.saliency.core import frozen_eval, target_scores  # noqa: E402
+from cambench.saliency.core import activations, frozen_eval, target_scores  # noqa: E402
 
 try:
     import pytorch_grad_cam as pgc
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 except ImportError:  # the benchmark still runs without the peer
     pgc = None
+try:
+    import torchcam.methods as torchcam_methods
+except ImportError:
+    torchcam_methods = None
 
 PGC_CLASSES = {
     "gradcam": "GradCAM",
@@ -89,16 +93,32 @@ PGC_CLASSES = {
     "layercam": "LayerCAM",
     "scorecam": "ScoreCAM",
     "ablationcam": "AblationCAM",
+    "hirescam": "HiResCAM",
+    "gradcam_elementwise": "GradCAMElementWise",
+    "eigencam": "EigenCAM",
+    "eigengradcam": "EigenGradCAM",
+    "fullgrad": "FullGrad",
 }
+# torchcam's methods (the "pgc" columns then hold torchcam's numbers) and the number of
+# samples both run with here (torchcam's defaults, 35 and 10, are too slow for a CPU).
+TORCHCAM_CLASSES = {"sscam": "SSCAM", "iscam": "ISCAM", "smoothgradcampp": "SmoothGradCAMpp"}
+SMOOTH_SAMPLES = {"sscam": 2, "iscam": 2, "smoothgradcampp": 4}
+# Methods whose peer also runs on ViT tokens here (given the case's reshape).
+PEER_ON_TOKENS = {*list(PGC_CLASSES)[6:], *TORCHCAM_CLASSES}
 REFERENCE = {
     "gradient": "fwd+bwd",
     "guided_backprop": "fwd+bwd",
     "scorecam": "(K+1)·fwd",
     "ablationcam": "(K+1)·fwd",
     "opticam": "fwd+it·(fwd+bwd)",
+    "attention_gradient": "fwd+bwd",
+    "fullgrad": "fwd+bwd",
+    "sscam": "(N·K+1)·fwd",
+    "iscam": "(N·K+1)·fwd",
+    "smoothgradcampp": "fwd+it·(fwd+bwd)",
 }
 MIB = 2**20
-MODELS = ("small", "resnet18", "resnet50")
+MODELS = ("small", "resnet18", "resnet50", "vit")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -114,6 +134,8 @@ class Case:
     opticam_iterations: int
     repeats: int
     pgc_chunks: tuple[int, ...] = ()  # pytorch-grad-cam Score-CAM: best of these batch sizes
+    peer: bool = True  # compare with pytorch-grad-cam (it needs a reshape for ViT tokens)
+    reshape: Callable | None = None  # tokens → (B, C, h, w) for the PEER_ON_TOKENS peers
 
 
 class NormalizedResNet18(torchvision.models.ResNet):
@@ -179,6 +201,27 @@ def build_cases(args: argparse.Namespace, device: torch.device) -> list[Case]:
                 torch.randint(0, 1000, (n_big,), generator=gen),
                 args.opticam_iterations or (100 if cuda else 1 if args.quick else 2),
                 args.repeats or (2 if cuda and not args.quick else 1),
+            )
+        )
+    if "vit" in args.models:
+        torch.manual_seed(0)
+        vit = torchvision.models.VisionTransformer(
+            image_size=64, patch_size=8, num_layers=4, num_heads=4, hidden_dim=64, mlp_dim=128
+        )
+        nn.init.normal_(vit.heads.head.weight, std=0.02)  # torchvision starts it at zero
+        n_vit = args.batch_size or (256 if cuda else 32)
+        gvit = torch.Generator().manual_seed(64)
+        cases.append(
+            Case(
+                "torchvision ViT (64x64, patch 8, 4 layers, 4 heads, width 64), 1000 classes",
+                vit.eval(),
+                "encoder.layers.encoder_layer_3.ln_1",
+                torch.rand(n_vit, 3, 64, 64, generator=gvit),
+                torch.randint(0, 1000, (n_vit,), generator=gvit),
+                args.opticam_iterations or (100 if cuda or not args.quick else 20),
+                args.repeats or (2 if args.quick else 5),
+                peer=False,
+                reshape=lambda t: t[:, 1:, :].reshape(len(t), 8, 8, -1).permute(0, 3, 1, 2),
             )
         )
     for case in cases:
@@ -300,27 +343,42 @@ def method_params(method: str, case: Case, args: argparse.Namespace) -> dict:
         params["batch_size"] = args.chunk
     if method == "opticam":
         params["iterations"] = case.opticam_iterations
+    if method in SMOOTH_SAMPLES:
+        params["samples"] = SMOOTH_SAMPLES[method]
     return params
 
 
 def channels(case: Case) -> int:
+    """K, the channels of the layer's output read as a map (a ViT's width, not its
+    token count)."""
     _, layer = resolve_layer(case.model, case.layer)
-    out: dict[str, int] = {}
+    return int(activations(case.model, case.images[:1], layer)[0].shape[1])
 
-    def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        out["k"] = output.shape[1]
 
-    handle = layer.register_forward_hook(record)
-    with torch.no_grad():
-        case.model(case.images[:1])
-    handle.remove()
-    return int(out["k"])
+def run_torchcam(method: str, case: Case, chunk: int) -> None:
+    """torchcam's method at the settings ``explain`` gets (samples, std, rows per forward)."""
+    cls = getattr(torchcam_methods, TORCHCAM_CLASSES[method])
+    kwargs = {"num_samples": SMOOTH_SAMPLES[method], "input_shape": tuple(case.images.shape[1:])}
+    if method != "smoothgradcampp":
+        kwargs["batch_size"] = chunk
+    if case.reshape is not None:
+        kwargs["reshape_transform"] = case.reshape
+    with cls(case.model, case.layer, **kwargs) as cam:
+        case.model(case.images)
+        cam(class_idx=[int(t) for t in case.targets], normalized=False)
+    case.model.zero_grad(set_to_none=True)
 
 
 def run_pgc(method: str, case: Case, chunk: int) -> None:
+    if method in TORCHCAM_CLASSES:
+        return run_torchcam(method, case, chunk)
     _, layer = resolve_layer(case.model, case.layer)
     cls = getattr(pgc, PGC_CLASSES[method])
-    if method == "ablationcam":
+    if method == "fullgrad":
+        cam = cls(model=case.model, target_layers=[])
+    elif method in PEER_ON_TOKENS:
+        cam = cls(model=case.model, target_layers=[layer], reshape_transform=case.reshape)
+    elif method == "ablationcam":
         cam = cls(model=case.model, target_layers=[layer], batch_size=chunk)
     else:
         cam = cls(model=case.model, target_layers=[layer])
@@ -415,6 +473,8 @@ def header(args: argparse.Namespace, device: torch.device) -> list[str]:
         "# vs pgc: pytorch-grad-cam's time / cambench's time at equal settings, same round"
         " (median over rounds; >1: cambench faster); Score-CAM on ResNet-18: pytorch-grad-cam's"
         " best of batch sizes 16 and 64",
+        "# sscam, iscam, smoothgradcampp: the pgc columns are torchcam's (same samples, std,"
+        " rows per forward; N = samples: 2, 2, 4)",
     ]
     return lines
 
@@ -473,11 +533,18 @@ def benchmark_case(case: Case, methods: list[str], args, device, emit) -> None:
         )
         peer = None
         peer_chunks = case.pgc_chunks if method == "scorecam" and case.pgc_chunks else (chunk,)
-        if pgc is not None and method in PGC_CLASSES:
+        on_tokens = case.reshape is not None and method in PEER_ON_TOKENS
+        has_peer = (pgc is not None and method in PGC_CLASSES) or (
+            torchcam_methods is not None and method in TORCHCAM_CLASSES
+        )
+        if has_peer and (case.peer or on_tokens):
             peers = [Timer(lambda m=method, c=c: run_pgc(m, case, c), device) for c in peer_chunks]
             peer = peers[0]
-        ours_cost = (k + 1) * fwd.best if method == "scorecam" else 0.0
-        peer_cost = (k + 1) * fwd.best if method in ("scorecam", "ablationcam") else fwd_bwd.best
+        samples = params.get("samples", 1)
+        ours_cost = (
+            (k * samples + 1) * fwd.best if method in ("scorecam", "sscam", "iscam") else 0.0
+        )
+        peer_cost = max(ours_cost, (k + 1) * fwd.best if method == "ablationcam" else fwd_bwd.best)
         run_ours = ours_cost <= args.max_seconds or args.full
         run_peer = peer is not None and (peer_cost <= args.max_seconds or args.full)
         error = None
@@ -500,7 +567,8 @@ def benchmark_case(case: Case, methods: list[str], args, device, emit) -> None:
                     "fwd": t_fwd,
                     "fwd+bwd": t_fb,
                     "(K+1)·fwd": (k + 1) * (t_fwd if t_rows is None else t_rows * n / rows),
-                    "fwd+it·(fwd+bwd)": t_fwd + iterations * t_fb,
+                    "fwd+it·(fwd+bwd)": t_fwd + (iterations or samples) * t_fb,
+                    "(N·K+1)·fwd": (samples * k + 1) * t_fwd,
                 }[ref_name]
                 ratios.append(t_ours / reference)
                 if t_peer is not None:

@@ -165,7 +165,8 @@ class ModelSpec:
 
     def applies(self, method: str) -> bool:
         """Whether ``method`` is defined for this model: ``cam`` needs a GAP → Linear
-        head (not CA-Stream), ``castream_attention`` a CA-Stream model. The workflow
+        head (not CA-Stream), ``castream_attention`` a CA-Stream model, ``fullgrad`` a
+        conv/BN bias it can read. The workflow
         skips the other pairs."""
         from cambench.models import has_gap_linear_head
 
@@ -177,6 +178,10 @@ class ModelSpec:
             from cambench.saliency.attention import config_has_attention
 
             return not self.is_castream and config_has_attention(self.config)
+        if method == "fullgrad":  # needs conv/BN biases (built on the meta device)
+            from cambench.saliency.fullgrad import config_has_bias_layers
+
+            return config_has_bias_layers(self.config)
         return True
 
 
@@ -338,9 +343,11 @@ class Experiment:
 
 
 def _method_params(methods: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every method's full parameters; unknown names, unknown parameters and values
-    of another type than the default's fail naming the key."""
+    """Every method's full parameters; unknown names, unknown parameters, values its
+    ``check`` hook refuses and (for a method without one) values of another type than
+    the default's fail naming the key."""
     from cambench.saliency import METHODS
+    from cambench.saliency.registry import ParamError
 
     out = {}
     for name, params in methods.items():
@@ -351,8 +358,12 @@ def _method_params(methods: dict[str, Any]) -> dict[str, dict[str, Any]]:
             )
         try:
             out[name] = METHODS[name].resolve_params(params or {})
+        except ParamError as err:
+            raise ValueError(f"config key 'methods.{name}.{err.param}': {err.message}") from None
         except ValueError as err:
             raise ValueError(f"config key 'methods.{name}': {err}") from None
+        if METHODS[name].check is not None:
+            continue  # the hook checked every value, types included
         for param, value in (params or {}).items():
             default = METHODS[name].defaults[param]
             if not _same_type(value, default):

@@ -44,10 +44,14 @@ from cambench.models.layers import LAYOUTS, default_layer_name, forced_layout, r
 from cambench.saliency import (  # noqa: F401  (registers methods)
     attention,
     baselines,
+    eigen_cams,
+    fullgrad,
     gradient_cams,
     gradient_methods,
+    hires_cams,
     opticam,
     score_cams,
+    smooth_cams,
 )
 from cambench.saliency.core import all_finite, finalize_maps, frozen_eval, minmax_normalize
 from cambench.saliency.registry import METHODS, Method, MethodFn, get_method, register

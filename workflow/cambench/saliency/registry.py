@@ -19,6 +19,44 @@ from cambench.names import check_name
 from cambench.plugins import source_file
 
 MethodFn = Callable[..., torch.Tensor]
+CheckFn = Callable[[dict[str, Any]], None]
+
+
+class ParamError(ValueError):
+    """A method parameter's value is invalid. ``param`` names it, so the config parser
+    reports the key ``methods.<method>.<param>``; raised by a method's ``check`` hook
+    (see :func:`register`) and by the helpers :func:`check_int`, :func:`check_number`
+    and :func:`check_choice`."""
+
+    def __init__(self, param: str, message: str, method: str | None = None) -> None:
+        where = f"method {method!r} parameter {param!r}" if method else f"parameter {param!r}"
+        super().__init__(f"{where}: {message}")
+        self.param, self.message, self.method = param, message, method
+
+
+def check_int(params: dict[str, Any], name: str, minimum: int) -> None:
+    """ParamError unless ``params[name]`` is an int (not a bool) ``>= minimum``."""
+    value = params[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ParamError(name, f"must be an integer >= {minimum}, got {value!r}")
+
+
+def check_number(
+    params: dict[str, Any], name: str, low: float, high: float, open_low: bool = False
+) -> None:
+    """ParamError unless ``params[name]`` is a number in ``[low, high]`` (``(low, high]``
+    with ``open_low``)."""
+    value = params[name]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not (value > low if open_low else value >= low) or not value <= high:
+        interval = f"{'(' if open_low else '['}{low}, {high}]"
+        raise ParamError(name, f"must be a number in {interval}, got {value!r}")
+
+
+def check_choice(params: dict[str, Any], name: str, choices: tuple[str, ...]) -> None:
+    """ParamError unless ``params[name]`` is one of ``choices``."""
+    if params[name] not in choices:
+        raise ParamError(name, f"must be one of {', '.join(choices)}; got {params[name]!r}")
 
 
 @dataclass(frozen=True)
@@ -31,16 +69,24 @@ class Method:
     uses_layer: bool = True
     relu: bool = True
     summary: str = ""
+    check: CheckFn | None = None
 
     def resolve_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Defaults overlaid with ``params``; unknown names are an error."""
+        """Defaults overlaid with ``params``; unknown names are an error, and so is a
+        value the method's ``check`` hook refuses (a :class:`ParamError`)."""
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
             valid = ", ".join(sorted(self.defaults)) or "none"
             raise ValueError(
                 f"method {self.name!r} has no parameter {unknown}; valid parameters: {valid}"
             )
-        return {**self.defaults, **params}
+        resolved = {**self.defaults, **params}
+        if self.check is not None:
+            try:
+                self.check(resolved)
+            except ParamError as err:
+                raise ParamError(err.param, err.message, self.name) from None
+        return resolved
 
     @property
     def source(self) -> str | None:
@@ -66,9 +112,22 @@ METHODS: dict[str, Method] = {}
 
 
 def register(
-    name: str, *, defaults: dict[str, Any] | None = None, uses_layer: bool = True, relu: bool = True
+    name: str,
+    *,
+    defaults: dict[str, Any] | None = None,
+    uses_layer: bool = True,
+    relu: bool = True,
+    check: CheckFn | None = None,
 ) -> Callable[[MethodFn], MethodFn]:
-    """Decorator adding ``fn`` to :data:`METHODS` under ``name``."""
+    """Decorator adding ``fn`` to :data:`METHODS` under ``name``.
+
+    ``check(params)``, optional, validates the full parameters (defaults overlaid)
+    and raises :class:`ParamError` naming the bad one; it runs whenever the parameters
+    are resolved: when the workflow's config is parsed (before any job, the error
+    naming ``methods.<name>.<param>``) and at every :func:`explain` call. A method
+    with a ``check`` validates its parameters' types itself; one without gets the
+    config parser's generic check (each value of its default's type).
+    """
 
     def decorate(fn: MethodFn) -> MethodFn:
         try:
@@ -83,7 +142,7 @@ def register(
                 f"saliency method {name!r} registered twice ({METHODS[name].describe()} exists)"
             )
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        METHODS[name] = Method(name, fn, dict(defaults or {}), uses_layer, relu, summary)
+        METHODS[name] = Method(name, fn, dict(defaults or {}), uses_layer, relu, summary, check)
         return fn
 
     return decorate

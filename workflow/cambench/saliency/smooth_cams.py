@@ -126,7 +126,7 @@ def sscam(
         noise = torch.randn(
             (s.stop - s.start, *size), generator=gen, device=images.device, dtype=up.dtype
         )
-        return (up[rows[s]] + noise * std).unsqueeze(1)
+        return noise.mul_(std).add_(up[rows[s]]).unsqueeze(1)  # M_k + δ, in place
 
     scores = masked_scores(model, images, targets, rows // k, noisy, batch_size)
     return weighted_sum(torch.softmax(scores.view(samples, b, k).mean(0), dim=1), acts)
