@@ -159,6 +159,12 @@ class ModelSpec:
         return self.kind == "castream"
 
     @property
+    def training_config(self) -> dict[str, Any]:
+        """The config entry without the evaluation-only ``layer``: what the train and
+        convert jobs get, so choosing another target layer retrains nothing."""
+        return {k: v for k, v in self.config.items() if k != "layer"}
+
+    @property
     def is_pretrained(self) -> bool:
         """Evaluated as given (the convert job), not trained."""
         return self.kind == "pretrained"
@@ -398,10 +404,18 @@ def parse_config(config: dict[str, Any]) -> Experiment:
 
     models_config = config["models"]
     models = {}
+    from cambench.models.layer_check import check_target_layer
+    from cambench.saliency import METHODS
+
+    methods = _method_params(config["methods"])
+    uses_layer = any(METHODS[m].uses_layer for m in methods)
+    image_size = int(config["dataset"]["image_size"])
     for name, entry in models_config.items():
         models[name] = _model_spec(name, entry, models_config)
-        check_model_entry(name, entry)
-    methods = _method_params(config["methods"])
+        completed = check_model_entry(name, entry)
+        classes = int(completed.get("num_classes") or config["dataset"].get("num_classes") or 10)
+        if uses_layer and not models[name].is_castream:  # CA-Stream: the job checks it
+            check_target_layer(name, completed, classes, image_size)
     _check_attention_methods(models, methods)
     dataset = config["dataset"]
     root = dataset.get("root")

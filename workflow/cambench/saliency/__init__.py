@@ -44,6 +44,7 @@ from cambench.models.layers import LAYOUTS, default_layer_name, forced_layout, r
 from cambench.saliency import (  # noqa: F401  (registers methods)
     attention,
     baselines,
+    degenerate,
     eigen_cams,
     fullgrad,
     gradient_cams,
@@ -62,6 +63,7 @@ __all__ = [
     "Method",
     "default_layer_name",
     "explain",
+    "explain_with_flags",
     "finalize_maps",
     "get_method",
     "minmax_normalize",
@@ -129,6 +131,21 @@ def explain(
     (``"channels_first"``, ``"channels_last"`` or ``"tokens"``) forces one instead.
     The model's mode, hooks and ``requires_grad`` flags are left as found.
     """
+    return explain_with_flags(method, model, images, targets, layer, layout, **params)[0]
+
+
+def explain_with_flags(
+    method: str | MethodFn,
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    layer: str | nn.Module | None = None,
+    layout: str | None = None,
+    **params: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`explain`'s maps and, per image, whether its map is degenerate: (B,) uint8
+    codes of :func:`cambench.saliency.degenerate.classify` (0 fine, 1 all zero,
+    2 constant), from the raw scores before normalization hides it."""
     spec, params = _method_and_params(method, params)
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(
@@ -159,4 +176,5 @@ def explain(
     with frozen_eval(model), forced_layout(target_layer, layout):
         raw = spec(model, images, targets, target_layer, **params)
     _check_raw(raw, images.shape[0], spec)
-    return finalize_maps(raw, tuple(images.shape[-2:]), relu=spec.relu)
+    maps = finalize_maps(raw, tuple(images.shape[-2:]), relu=spec.relu)
+    return maps, degenerate.classify(raw, relu=spec.relu)
