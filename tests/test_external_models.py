@@ -81,17 +81,17 @@ def test_a_non_square_token_count_names_the_layer():
         hidden_dim=8,
         mlp_dim=8,
         num_classes=3,
-    )  # 9 patches + class token = 10: fine; a 2-token prefix is not
+    )  # 9 patches + class token = 10: fine (and 2 prefix tokens, DeiT's); 3 are not
     model = ExternalClassifier("v", net, None).eval()
 
-    class TwoPrefix(torch.nn.Module):
+    class ThreePrefix(torch.nn.Module):
         def forward(self, x):
-            return torch.cat([x[:, :1], x], 1)  # 11 tokens: neither 9 + 0/1
+            return torch.cat([x[:, :2], x], 1)  # 12 tokens: neither 9 + 0/1/2
 
     net.encoder.layers.encoder_layer_0.ln_1 = torch.nn.Sequential(
-        net.encoder.layers.encoder_layer_0.ln_1, TwoPrefix()
+        net.encoder.layers.encoder_layer_0.ln_1, ThreePrefix()
     )
-    with pytest.raises(ValueError, match="target layer Sequential outputs 11 tokens"):
+    with pytest.raises(ValueError, match="target layer Sequential outputs 12 tokens"):
         explain(
             "gradcam",
             model,

@@ -404,6 +404,7 @@ def parse_config(config: dict[str, Any]) -> Experiment:
 
     models_config = config["models"]
     models = {}
+    from cambench.models.external import check_weights_available
     from cambench.models.layer_check import check_target_layer
     from cambench.saliency import METHODS
 
@@ -413,6 +414,7 @@ def parse_config(config: dict[str, Any]) -> Experiment:
     for name, entry in models_config.items():
         models[name] = _model_spec(name, entry, models_config)
         completed = check_model_entry(name, entry)
+        check_weights_available(name, completed)  # a missing file fails before any job
         classes = int(completed.get("num_classes") or config["dataset"].get("num_classes") or 10)
         if uses_layer and not models[name].is_castream:  # CA-Stream: the job checks it
             check_target_layer(name, completed, classes, image_size)

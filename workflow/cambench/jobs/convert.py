@@ -16,7 +16,7 @@ import torch
 
 from cambench import joblog
 from cambench.data.store import Split, read_split
-from cambench.models import build_model, file_sha256, save_checkpoint, weights_source
+from cambench.models import build_model, file_sha256, huggingface, save_checkpoint, weights_source
 from cambench.models.external import is_external, normalization
 from cambench.table_io import write_json
 
@@ -55,6 +55,15 @@ def provenance(model_config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def checkpoint_config(model_config: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
+    """The model config a checkpoint records: an hf: model's also holds its complete
+    transformers config (``hf_config``), so the checkpoint is rebuilt without the
+    weights directory."""
+    if not str(model_config.get("arch", "")).startswith(huggingface.PREFIX):
+        return dict(model_config)
+    return {**model_config, "hf_config": huggingface.config_record(model.net)}
+
+
 def run(
     name: str,
     model_config: dict[str, Any],
@@ -86,7 +95,9 @@ def run(
     same = num_classes == classes
     accuracy = test_accuracy(model.to(device), test, batch_size, device) if same else float("nan")
     names = test.class_names if same else [str(i) for i in range(num_classes)]
-    save_checkpoint(out_model, model, model_config, num_classes, names, provenance=record)
+    save_checkpoint(
+        out_model, model, checkpoint_config(model_config, model), num_classes, names, record
+    )
     write_json(
         out_history,
         {

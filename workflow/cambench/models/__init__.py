@@ -38,6 +38,7 @@ from cambench.models.external import (
     register_arch,
     weights_state,
 )
+from cambench.models.huggingface import weights_path as check_hf_weights
 from cambench.models.small_resnet import SmallResNet
 from cambench.models.torchvision_models import (
     ARCHS as TORCHVISION_ARCHS,
@@ -173,7 +174,9 @@ def _check_external_config(name: str, model_config: dict[str, Any]) -> None:
     if weights is None:
         return
     try:
-        if is_weights_name(weights):
+        if arch.startswith("hf:"):
+            check_hf_weights(weights)
+        elif is_weights_name(weights):
             pretrained_weights_path(arch, weights)
         elif not Path(weights).is_file():
             raise ValueError(f"weights file {weights} does not exist")
@@ -187,6 +190,8 @@ def weights_source(model_config: dict[str, Any]) -> Path | None:
     weights = model_config.get("weights")
     if not weights:
         return None
+    if model_config.get("arch", "").startswith("hf:"):
+        return check_hf_weights(weights)  # a save_pretrained directory's model.safetensors
     if not is_weights_name(weights):
         return Path(weights)
     return require_pretrained_file(model_config["arch"], weights)

@@ -45,8 +45,9 @@ class TokenLayout:
 
     @staticmethod
     def infer(tokens: int, layer_name: str) -> TokenLayout:
-        """The layout of ``tokens`` tokens: a square grid, after 0 or 1 class token."""
-        for prefix in (0, 1):
+        """The layout of ``tokens`` tokens: a square grid, after 0 or 1 class token, or
+        2 (DeiT's class and distillation tokens; no count is a square plus both 1 and 2)."""
+        for prefix in (0, 1, 2):
             side = math.isqrt(tokens - prefix)
             if side > 0 and side * side == tokens - prefix:
                 return TokenLayout(prefix, side, side)

@@ -185,12 +185,13 @@ def require_pretrained_file(arch: str, name: str) -> Path:
 
     path = pretrained_weights_path(arch, name)
     if not path.is_file():
-        url = get_model_weights(arch.removeprefix("torchvision:"))[name].url
+        model = arch.removeprefix("torchvision:")
+        url = get_model_weights(model)[name].url
         raise ValueError(
             f"pretrained weights {name} of {arch} are not in the local torch hub cache: "
             f"expected {path} (cambench never downloads). Provide them by downloading {url} "
             f'to that path (on a machine with internet: `python -c "import torchvision; '
-            f"torchvision.models.{arch}(weights='{name}')\"`, then copy the file; "
+            f"torchvision.models.{model}(weights='{name}')\"`, then copy the file; "
             "TORCH_HOME moves the cache), or set the model's weights to the path of a local "
             "state dict (.pt/.pth)"
         )
