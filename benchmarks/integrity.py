@@ -3,7 +3,9 @@
 - the saliency file's checksum (seal at write, verify at every read) against the
   saliency job's computation of the same maps and the metrics job's scoring of them;
 - the checkpoint's content digest against loading the checkpoint;
-- the model fingerprint taken after every method call against that call.
+- the saliency job's model check: the cheap fingerprint (storage, version counters,
+  modes, hooks) after every method call against that call, and the full one (every
+  weight's sum and norm, taken at the job's start and end) against the job's maps.
 
 Measured on the default experiment's model (SmallResNet width 16, 32 px, 200 maps,
 batches of 64) and on torchvision's ResNet-50 at 224 px (fingerprint and digest only).
@@ -15,6 +17,8 @@ Best of ``--repeats`` runs; all in one process, so the ratios compare like with 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import platform
 import tempfile
 import time
@@ -28,7 +32,7 @@ from cambench.cache import SaliencyWriter, read_saliency
 from cambench.checksum import seal, verify
 from cambench.metrics import confidence_change, insertion_deletion
 from cambench.models import checkpoint_digest, read_checkpoint, save_checkpoint
-from cambench.models.guard import fingerprint
+from cambench.models.guard import changes, fingerprint
 from cambench.models.small_resnet import SmallResNet
 from cambench.saliency import explain
 
@@ -40,6 +44,100 @@ def best(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - tic)
     return min(times)
+
+
+def guard_lines(
+    model: torch.nn.Module, t_batch: float, batch: str, t_job: float, n_batches: int, repeats: int
+) -> list[str]:
+    """The saliency job's model check: the cheap part after each of ``n_batches``
+    method calls, the full fingerprint twice, against a job of ``t_job`` seconds."""
+    cheap, full = fingerprint(model, values=False), fingerprint(model)
+    t_cheap = best(lambda: changes(cheap, fingerprint(model, values=False)), repeats)
+    t_full = best(lambda: changes(full, fingerprint(model)), repeats)
+    t_check = n_batches * t_cheap + 2 * t_full
+    return [
+        f"  model check after each call: {t_cheap * 1e3:.3f} ms = {100 * t_cheap / t_batch:.3f} % "
+        f"of a {batch} ({t_batch * 1e3:.1f} ms); the full fingerprint (start and end only) "
+        f"{t_full * 1e3:.2f} ms",
+        f"  per job of {n_batches} batches: {t_check * 1e3:.2f} ms = {100 * t_check / t_job:.2f} % "
+        f"(the full fingerprint after every call would be {100 * t_full / t_batch:.2f} % per batch)",
+    ]
+
+
+def job_lines(tmp: Path, ckpt: Path, repeats: int) -> list[str]:
+    """The model check's share of whole saliency jobs (``cambench.jobs.saliency.run``,
+    as the workflow runs it, start-up after the imports included): the check's calls
+    are timed inside the job."""
+    from cambench.data.store import Split, write_split
+    from cambench.jobs import saliency as job
+
+    rng = np.random.default_rng(0)
+    data = tmp / "test.h5"
+    write_split(
+        data,
+        Split(
+            images=torch.from_numpy(rng.integers(0, 256, (200, 3, 32, 32), dtype=np.uint8)),
+            labels=torch.from_numpy(rng.integers(0, 10, 200)),
+            masks=torch.from_numpy(rng.random((200, 32, 32)) > 0.5),
+            class_names=[str(k) for k in range(10)],
+            attrs={"dataset": "shapes", "split": "test"},
+        ),
+    )
+    spent = [0.0]
+
+    def timed(fn):
+        def wrapper(*a, **kw):
+            tic = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[0] += time.perf_counter() - tic
+
+        return wrapper
+
+    originals = job.check_unchanged, job.fingerprint
+    job.check_unchanged, job.fingerprint = (timed(f) for f in originals)
+    lines = []
+    try:
+        for method in ("gradcam", "gradient", "scorecam"):
+            out = tmp / f"{method}.h5"
+
+            def run_job(method=method, out=out) -> None:
+                out.unlink(missing_ok=True)
+                spent[0] = 0.0
+                with contextlib.redirect_stdout(io.StringIO()):
+                    job.run(
+                        ckpt,
+                        data,
+                        out,
+                        method,
+                        {},
+                        None,
+                        200,
+                        1,
+                        0,
+                        64,
+                        "label",
+                        torch.device("cpu"),
+                        "baseline",
+                        False,
+                    )
+
+            times, checks = [], []
+            for _ in range(repeats):
+                tic = time.perf_counter()
+                run_job()
+                times.append(time.perf_counter() - tic)
+                checks.append(spent[0])
+            t_run, t_check = min(times), min(checks)
+            lines.append(
+                f"saliency job ({method}, default model, 200 images, batches of 64): "
+                f"{t_run * 1e3:.0f} ms; the model check in it {t_check * 1e3:.2f} ms = "
+                f"{100 * t_check / t_run:.2f} %"
+            )
+    finally:
+        job.check_unchanged, job.fingerprint = originals
+    return lines
 
 
 def main() -> None:
@@ -62,8 +160,14 @@ def main() -> None:
             for start in range(0, 200, 64):
                 explain("gradcam", model, images[start : start + 64], targets[start : start + 64])
 
-        attrs = {"method": "gradcam", "params": {}, "layer": "layer4",
-                 "model_sha256": "0" * 64, "dataset": "shapes", "split": "test"}
+        attrs = {
+            "method": "gradcam",
+            "params": {},
+            "layer": "layer4",
+            "model_sha256": "0" * 64,
+            "dataset": "shapes",
+            "split": "test",
+        }
         path = tmp / "shard-0.h5"
         with SaliencyWriter(path, np.arange(200), targets.numpy(), (32, 32), attrs) as writer:
             writer.write(maps, targets, 1.0)
@@ -91,12 +195,8 @@ def main() -> None:
             f"verify: {t_verify * 1e3:.2f} ms = {100 * t_verify / t_metrics:.2f} % of the metrics "
             f"job's scoring ({t_metrics * 1e3:.0f} ms); read_saliency with it {t_read * 1e3:.2f} ms",
         ]
-        t_fp = best(lambda: fingerprint(model), args.repeats)
-        t_batch = t_job / 4
-        lines.append(
-            f"model fingerprint (default model): {t_fp * 1e3:.2f} ms per batch = "
-            f"{100 * t_fp / t_batch:.2f} % of a Grad-CAM batch of 64"
-        )
+        t_batch = best(lambda: explain("gradcam", model, images[:64], targets[:64]), args.repeats)
+        lines += guard_lines(model, t_batch, "Grad-CAM batch of 64", t_job, 4, args.repeats)
         ckpt = tmp / "model.pt"
         config = {"kind": "baseline", "arch": "resnet_small", "width": 16, "blocks": [1, 1, 1, 1]}
         save_checkpoint(ckpt, model, config, 10, [str(k) for k in range(10)])
@@ -107,6 +207,7 @@ def main() -> None:
             f"checkpoint digest (default model): {t_digest * 1e3:.2f} ms = "
             f"{100 * t_digest / t_load:.1f} % of read_checkpoint ({t_load * 1e3:.1f} ms, digest included)"
         )
+        lines += job_lines(tmp, ckpt, args.repeats)
     try:
         from torchvision.models import resnet50
     except ImportError:
@@ -114,14 +215,15 @@ def main() -> None:
     if resnet50 is not None:
         big = resnet50().eval()
         x = torch.rand(8, 3, 224, 224)
-        t_gc = best(lambda: explain("gradcam", big, x, torch.zeros(8, dtype=torch.long), layer="layer4"), 2)
-        t_fp = best(lambda: fingerprint(big), args.repeats)
+        t_gc = best(
+            lambda: explain("gradcam", big, x, torch.zeros(8, dtype=torch.long), layer="layer4"), 2
+        )
         state = {"state_dict": big.state_dict(), "model_config": {}, "num_classes": 1000}
         t_digest = best(lambda: checkpoint_digest(state), 2)
-        lines += [
-            f"ResNet-50, 224 px: fingerprint {t_fp * 1e3:.1f} ms = {100 * t_fp / t_gc:.2f} % of a "
-            f"Grad-CAM batch of 8 ({t_gc * 1e3:.0f} ms); checkpoint digest {t_digest * 1e3:.0f} ms",
-        ]
+        lines.append(f"ResNet-50, 224 px: checkpoint digest {t_digest * 1e3:.0f} ms")
+        lines += guard_lines(
+            big, t_gc, "ResNet-50 Grad-CAM batch of 8", 25 * t_gc, 25, args.repeats
+        )
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if args.out:

@@ -63,3 +63,56 @@ def test_one_name_pattern_in_the_schema_and_in_register(registry):
     config["models"]["a/b"] = config["models"]["baseline"]
     with pytest.raises(ValueError, match="config key 'models'"):
         check_schema(config)
+
+
+@pytest.mark.parametrize("kind", ["method", "arch"])
+def test_a_plugin_file_registering_a_path_as_a_name_is_named(tmp_path: Path, registry, kind):
+    """A plug-in registering ``../../x`` would write outside results/: loading it is
+    one error naming the plug-in file, and nothing is registered."""
+    from cambench.models import ARCH_FACTORIES
+    from cambench.plugins import load_plugins
+    from cambench.saliency import METHODS
+
+    plugin = tmp_path / "escape.py"
+    if kind == "method":
+        body = (
+            "from cambench.saliency import register\n\n\n"
+            "@register('../../x')\n"
+            "def escape(model, images, targets, layer):\n"
+            "    return images[:, 0]\n"
+        )
+    else:
+        body = (
+            "from cambench.models import register_arch\n\n\n"
+            "@register_arch('../../x')\n"
+            "def escape(num_classes):\n"
+            "    return None\n"
+        )
+    plugin.write_text(body)
+    with pytest.raises(ValueError, match=r"'\.\./\.\./x' is not allowed") as err:
+        load_plugins([str(plugin)])
+    assert str(plugin) in str(err.value)
+    assert "../../x" not in METHODS and "../../x" not in ARCH_FACTORIES
+
+
+def test_the_default_and_example_names_match_the_pattern():
+    import yaml
+
+    from cambench.names import check_name
+
+    configs = [REPO / "config.yaml", REPO / "tests" / "config.tiny.yaml"]
+    configs += sorted((REPO / "experiments").glob("*.yaml"))
+    configs += sorted((REPO / "examples").rglob("*.yaml"))
+    checked = 0
+    for path in configs:
+        config = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(config, dict):
+            continue
+        if "experiment" in config:
+            check_name(config["experiment"], f"{path.name}: experiment")
+            checked += 1
+        for key in ("models", "methods"):
+            for name in config.get(key) or {}:
+                check_name(name, f"{path.name}: {key}")
+                checked += 1
+    assert checked > 20

@@ -13,7 +13,12 @@ from cambench import joblog
 from cambench.cache import SaliencyWriter
 from cambench.data.store import read_split
 from cambench.models import file_sha256, load_checkpoint
-from cambench.models.guard import changes, check_deterministic, fingerprint
+from cambench.models.guard import (
+    Fingerprint,
+    check_deterministic,
+    check_unchanged,
+    fingerprint,
+)
 from cambench.provenance import stage_digest
 from cambench.saliency import explain, get_method, resolve_layer
 
@@ -40,6 +45,18 @@ def explained_classes(
     if target == "predicted":
         return model(images).argmax(1)
     raise ValueError(f"eval.target must be one of {TARGETS}, got {target!r}")
+
+
+def _check_model(
+    before: Fingerprint, model: torch.nn.Module, what: str, writer: SaliencyWriter
+) -> None:
+    """The model-change check (:func:`cambench.models.guard.check_unchanged`); a failure
+    also removes the temporary file, whose maps may come from the changed model."""
+    try:
+        check_unchanged(before, model, what)
+    except ValueError:
+        writer.tmp.unlink(missing_ok=True)
+        raise
 
 
 def run(
@@ -102,7 +119,9 @@ def run(
     if len(index):  # dropout left active would make every map irreproducible
         first = split.float_images(torch.from_numpy(index[: min(len(index), 8)])).to(device)
         check_deterministic(model, first, f"model {model_name or model_path}")
-    before = fingerprint(model)
+    # the weights' sums and norms here and after the last batch; after every method
+    # call only what needs no pass over the weights (cambench.models.guard)
+    at_start, before = fingerprint(model), fingerprint(model, values=False)
     size = split.image_size  # the file's shape: no image is read until a batch needs it
     with SaliencyWriter(out_path, index, split.labels[index].numpy(), size, attrs) as writer:
         starts = range(writer.n_done, len(index), batch_size)
@@ -125,13 +144,10 @@ def run(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - tic
-            changed = changes(before, fingerprint(model))
-            if changed:
-                raise ValueError(
-                    f"saliency method {spec.describe()} changed the model it explains "
-                    f"(batch {batch}): {'; '.join(changed[:5])}. A method must leave the "
-                    "model's weights, buffers, mode and hooks as it found them"
-                )
+            _check_model(
+                before, model, f"saliency method {spec.describe()} (batch {batch})", writer
+            )
             writer.write(maps, targets, seconds)
+        _check_model(at_start, model, f"saliency method {spec.describe()} (job end)", writer)
     split.close()
     joblog.footer(start, [str(out_path)])
