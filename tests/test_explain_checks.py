@@ -142,7 +142,7 @@ def test_a_function_is_a_method(small_resnet, images, targets):
     """``n(up(ReLU(S)))`` of the function's scores, by hand."""
 
     def channel_power(model, images, targets, layer, power):
-        acts, _ = activations(model, images, layer, targets)
+        acts, _ = activations(model, images, targets, layer)
         return acts.pow(power).mean(1) - 0.01
 
     maps = explain(channel_power, small_resnet, images, targets, power=2)
@@ -155,7 +155,7 @@ def test_a_function_is_a_method(small_resnet, images, targets):
 
 def test_a_functions_scores_go_through_relu(small_resnet, images, targets):
     def negative(model, images, targets, layer):
-        acts, _ = activations(model, images, layer, targets)
+        acts, _ = activations(model, images, targets, layer)
         return -acts.mean(1) - 1  # < 0 everywhere: ReLU leaves a constant, n makes it 0
 
     assert torch.equal(explain(negative, small_resnet, images, targets), torch.zeros(6, 32, 32))

@@ -119,7 +119,7 @@ def test_eigen_cams_equal_pytorch_grad_cam_with_its_sign_fix(method, peer, model
 
 def test_first_component_is_pytorch_grad_cams_projection_up_to_its_sign():
     model, layer, _, images, targets = _setup("resnet18")
-    acts, _ = activations(model, images, model.get_submodule(layer), targets)
+    acts, _ = activations(model, images, targets, model.get_submodule(layer))
     ours = first_component(acts)
     reference = torch.from_numpy(get_2d_projection(acts.numpy()))
     for o, r in zip(ours, reference, strict=True):  # per image: either sign
@@ -268,7 +268,7 @@ def test_iscam_by_hand_from_its_coefficients():
 
     model, layer, _, images, targets = _setup("small_resnet")
     x, c, n = images[:1], int(targets[0]), 3
-    acts, _ = activations(model, x, model.get_submodule(layer))
+    acts, _ = activations(model, x, layer=model.get_submodule(layer))
     a = acts[0]
     low = a.flatten(1).amin(1).view(-1, 1, 1)
     scaled = (a - low) / ((a - low).flatten(1).amax(1).view(-1, 1, 1) + 1e-8)

@@ -153,6 +153,21 @@ def _shares_memory(output: torch.Tensor, inputs: tuple) -> bool:
     )
 
 
+def _targets_and_layer(
+    targets: torch.Tensor | nn.Module | None, layer: nn.Module | torch.Tensor | None
+) -> tuple[torch.Tensor | None, nn.Module]:
+    """``(targets, layer)`` of a helper call in either argument order: the helpers take
+    ``(model, images, targets, layer)`` like a method; ``activations``' former order
+    ``(model, images, layer, targets)`` still works (a module cannot be targets)."""
+    if isinstance(targets, nn.Module) and not isinstance(layer, nn.Module):
+        targets, layer = layer, targets
+    if not isinstance(layer, nn.Module):
+        raise TypeError(
+            f"layer must be an nn.Module (the target layer), got {type(layer).__name__}"
+        )
+    return targets, layer
+
+
 def activations_and_gradients(
     model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -161,8 +176,12 @@ def activations_and_gradients(
     Returns ``(A, G, logits)`` with ``G = ∂y_c/∂A``; images in a batch are independent
     because each ``y_c`` depends on its own image only (eval-mode batch norm). ``A`` is
     the capture's own leaf (:class:`LayerCapture`) and ``G`` a new tensor from
-    ``torch.autograd.grad``: the model holds neither.
+    ``torch.autograd.grad``: the model holds neither. Arguments in a method's order;
+    ``(model, images, layer, targets)`` works too.
     """
+    targets, layer = _targets_and_layer(targets, layer)
+    if targets is None:
+        raise TypeError("activations_and_gradients needs the targets (B,)")
     with LayerCapture(layer, grad=True) as capture, torch.enable_grad():
         logits = model(images)
         if capture.activation is None:
@@ -182,14 +201,17 @@ def activations_and_gradients(
 def activations(
     model: nn.Module,
     images: torch.Tensor,
-    layer: nn.Module,
     targets: torch.Tensor | None = None,
+    layer: nn.Module | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(A, logits)`` from one forward pass without autograd.
 
-    The logits are checked (:func:`check_logits`): finite always, and against
-    ``targets`` where given.
+    Arguments in a method's order, as :func:`activations_and_gradients`: ``targets``
+    may be ``None`` (``activations(model, images, layer=layer)``). The former order
+    ``(model, images, layer[, targets])`` still works. The logits are checked
+    (:func:`check_logits`): finite always, and against ``targets`` where given.
     """
+    targets, layer = _targets_and_layer(targets, layer)
     with LayerCapture(layer, grad=False) as capture:
         logits = model(images)
     if capture.activation is None:

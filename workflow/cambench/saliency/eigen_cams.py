@@ -61,7 +61,7 @@ def eigencam(
     >>> torch.equal(maps, other)  # the same for every class
     True
     """
-    acts, _ = activations(model, images, layer, targets)
+    acts, _ = activations(model, images, targets, layer)
     return first_component(acts)
 
 

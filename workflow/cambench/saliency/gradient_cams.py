@@ -184,6 +184,6 @@ def cam(
     >>> explain("cam", model, images, targets).shape
     torch.Size([2, 32, 32])
     """
-    acts, logits = activations(model, images, layer, targets)
+    acts, logits = activations(model, images, targets, layer)
     head = gap_linear_head(model, acts, logits)
     return weighted_sum(head.weight[targets], acts)

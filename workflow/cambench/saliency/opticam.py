@@ -161,7 +161,7 @@ def opticam(
     for name, flag in (("activation_relu", activation_relu), ("early_stop", early_stop)):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be true or false, got {flag!r}")
-    acts, _ = activations(model, images, layer)
+    acts, _ = activations(model, images, layer=layer)
     if activation_relu:
         acts = torch.relu(acts)
     size = tuple(images.shape[-2:])

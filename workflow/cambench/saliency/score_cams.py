@@ -80,7 +80,7 @@ def clean_forward(
     handle = layer.register_forward_hook(keep)
     try:
         parts = [
-            activations(model, images[s], layer, targets[s])
+            activations(model, images[s], targets[s], layer)
             for s in _chunks(len(images), batch_size)
         ]
     finally:
