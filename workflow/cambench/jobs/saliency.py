@@ -20,7 +20,8 @@ from cambench.models.guard import (
     fingerprint,
 )
 from cambench.provenance import stage_digest
-from cambench.saliency import explain, get_method, resolve_layer
+from cambench.saliency import degenerate, explain_with_flags, get_method, resolve_layer
+from cambench.saliency.core import activations
 
 TARGETS = ("label", "predicted")
 
@@ -116,6 +117,11 @@ def run(
     }
     if layer_name:
         print(f"  target layer: {layer_name}", flush=True)
+        if example is not None:  # a map from fewer than 2×2 positions is a constant
+            acts, _ = activations(model, example, layer=resolve_layer(model, layer_name)[1])
+            h, w = acts.shape[-2:]
+            where = f"model {model_name or model_path} (config key 'models.{model_name}.layer')"
+            degenerate.check_layer_size(int(h), int(w), where)
     if len(index):  # dropout left active would make every map irreproducible
         first = split.float_images(torch.from_numpy(index[: min(len(index), 8)])).to(device)
         check_deterministic(model, first, f"model {model_name or model_path}")
@@ -133,7 +139,7 @@ def run(
             targets = explained_classes(model, images, split.labels[idx].to(device), target)
             tic = time.perf_counter()
             try:
-                maps = explain(
+                maps, flags = explain_with_flags(
                     method, model, images, targets, layer=layer_name or None, **full_params
                 )
             except ValueError as err:
@@ -147,7 +153,12 @@ def run(
             _check_model(
                 before, model, f"saliency method {spec.describe()} (batch {batch})", writer
             )
-            writer.write(maps, targets, seconds)
+            writer.write(maps, targets, seconds, flags)
         _check_model(at_start, model, f"saliency method {spec.describe()} (job end)", writer)
+        counts = writer.degenerate_counts()
     split.close()
+    for code, count in counts.items():
+        print(f"  degenerate maps: {count} of {len(index)} {degenerate.REASONS[code]}", flush=True)
+    if not counts:
+        print(f"  degenerate maps: none of {len(index)}", flush=True)
     joblog.footer(start, [str(out_path)])
