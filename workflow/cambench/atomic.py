@@ -105,13 +105,17 @@ def is_disk_full(err: BaseException, path: str | os.PathLike) -> bool:
         return False
 
 
-def disk_full_error(path: str | os.PathLike) -> ValueError:
+class DiskFullError(ValueError):
+    """A write failed on a full disk; the message names the path."""
+
+
+def disk_full_error(path: str | os.PathLike) -> DiskFullError:
     """The error a write to ``path`` on a full disk raises instead of the writer's own."""
     try:
         free = f"{shutil.disk_usage(Path(path).parent).free:,} bytes free"
     except OSError:
         free = "free space unknown"
-    return ValueError(
+    return DiskFullError(
         f"{path}: no space left on device ({free}); free some space and rerun (the "
         "partial output was removed)"
     )

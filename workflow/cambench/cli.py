@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
 from cambench.allocator import tune_allocator
+from cambench.atomic import DiskFullError
 from cambench.openmp import prefer_passive_wait
 
 
@@ -503,6 +505,12 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"cambench {args.command}: error: {err}", file=sys.stderr)
+        if isinstance(err, DiskFullError):
+            # HDF5's exit handlers would close the files the full disk broke, and can
+            # crash doing so: the message is out, the partial output removed; leave now
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         return 1
     return 0
 
