@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cambench.models import build_model
 from cambench.saliency.core import check_gradients, check_logits, target_scores
 from cambench.saliency.registry import ParamError, check_choice, register
 
@@ -89,8 +90,6 @@ def config_has_attention(model_config: dict[str, Any]) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def _config_has_attention(entry: str) -> bool:
-    from cambench.models import build_model
-
     config = json.loads(entry)
     try:
         with torch.device("meta"):
