@@ -213,6 +213,47 @@ PLOTS = [f"{RESULTS}/plots/{name}.png" for name in EXPERIMENT_FIGURES] + [
 ]
 
 
+# The report's sections (snakemake --report), in the order of the stages, numbered over
+# those this experiment has: training curves only with a trained model, the sanity check
+# only when it runs. workflow/report/workflow.rst lists the sections the report holds.
+_SECTIONS = [
+    ("Training", ["training"]),
+    ("Saliency maps", ["saliency_grid"]),
+    ("Metrics", ["metric_bars", "curves", "distributions"]),
+    ("Tables", ["summary_heatmap"]),
+    ("Sanity check", ["randomization"]),
+]
+_PRESENT = [
+    (title, figures)
+    for title, figures in _SECTIONS
+    if title == "Tables"
+    or set(figures) & (set(EXPERIMENT_FIGURES) | set(MODEL_FIGURES))
+]
+REPORT_SECTIONS = {title: f"{i}. {title}" for i, (title, _) in enumerate(_PRESENT, 1)}
+FIGURE_SECTIONS = {
+    figure: REPORT_SECTIONS[title] for title, figures in _PRESENT for figure in figures
+}
+
+
+def report_section(wildcards):
+    """The report section of a figure (its category in snakemake --report)."""
+    return FIGURE_SECTIONS[wildcards.figure]
+
+
+# `snakemake --report` gathers the results a run made; without them it would name one
+# missing file. Say which run makes them (the report runs no job).
+if any(arg == "--report" or arg.startswith("--report=") for arg in sys.argv):
+    _missing = [p for p in [f"{RESULTS}/summary.csv", *PLOTS] if not Path(p).exists()]
+    if _missing:
+        raise WorkflowError(
+            f"snakemake --report gathers the results of experiment {EXP.name!r} under "
+            f"{RESULTS}/, but {len(_missing)} are missing (first: {_missing[0]}). Run the "
+            "experiment first with the same config: `snakemake --cores all` for the "
+            "default experiment, `snakemake --cores all --configfile <file>` for another "
+            "(then `snakemake --report report.html --configfile <file>`)"
+        )
+
+
 # On a cluster (profiles/slurm) a shard's saliency job and its metrics job form one
 # submitted job (group eval-<model>-<method>). Peak memory of a saliency or metrics job
 # does not grow with the split (reads are batch by batch) but with the images of its

@@ -82,7 +82,7 @@ rule summarize:
         csv=report(
             f"{RESULTS}/summary.csv",
             caption="../workflow/report/summary_table.rst",
-            category="4. Tables",
+            category=REPORT_SECTIONS["Tables"],
             labels={"table": "summary"},
         ),
         md=f"{RESULTS}/summary.md",
@@ -90,7 +90,7 @@ rule summarize:
         comparison_csv=report(
             f"{RESULTS}/comparison.csv",
             caption="../workflow/report/comparison_table.rst",
-            category="4. Tables",
+            category=REPORT_SECTIONS["Tables"],
             labels={"table": "model comparison"},
         ),
         comparison_md=f"{RESULTS}/comparison.md",

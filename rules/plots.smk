@@ -9,8 +9,8 @@ rule plot_experiment:
         png=report(
             f"{RESULTS}/plots/{{figure}}.png",
             caption="../workflow/report/figure.rst",
-            category="Figures",
-            subcategory="experiment",
+            category=report_section,
+            subcategory="all models",
             labels={"figure": "{figure}"},
         ),
         pdf=f"{RESULTS}/plots/{{figure}}.pdf",
@@ -42,7 +42,7 @@ rule plot_model:
         png=report(
             f"{RESULTS}/plots/{{figure}}_{{model}}.png",
             caption="../workflow/report/figure.rst",
-            category="Figures",
+            category=report_section,
             subcategory="{model}",
             labels={"figure": "{figure}"},
         ),
