@@ -171,12 +171,12 @@ def test_fullgrad_refuses_a_model_without_readable_biases():
 def test_workflow_skips_fullgrad_where_no_bias_is_readable(monkeypatch):
     import json
 
-    import cambench.models as models
+    import cambench.saliency.fullgrad as fullgrad_module
     from cambench.specs import ModelSpec
 
-    real = models.build_model
+    real = fullgrad_module.build_model
     monkeypatch.setattr(
-        models,
+        fullgrad_module,
         "build_model",
         lambda config, *a, **k: (
             _no_bias_net() if config["arch"] == "nobias" else real(config, *a, **k)
