@@ -22,6 +22,9 @@ from cambench.cache import read_saliency
 from cambench.jobs import summarize
 from cambench.metric_table import COLUMNS
 from cambench.models.layers import probe_layer
+from cambench.plots import summary_heatmap
+from cambench.plots.bars import metric_bars_figure
+from cambench.plots.summary_heatmap import SUMMARY_COLUMNS
 from cambench.saliency import explain_with_flags, register
 from cambench.saliency.degenerate import ALL_ZERO, CONSTANT, OK, classify
 
@@ -150,6 +153,59 @@ def test_degenerate_pairs_are_warned_about_and_never_bold(tmp_path):
     )
     assert "degenerate_maps" not in summary.columns
     assert "degenerate" not in out[1].read_text()
+
+
+def _summary_csv(path: Path, degenerate: dict[tuple[str, str], int]) -> Path:
+    rng = np.random.default_rng(0)
+    rows = [
+        {"model": model, "method": method, "n_images": 10}
+        | {c: float(rng.uniform(0, 100)) for c in SUMMARY_COLUMNS[3:]}
+        | ({"degenerate_maps": degenerate.get((model, method), 0)} if degenerate else {})
+        for model in ("resnet", "vit")
+        for method in ("gradcam", "layercam", "scorecam")
+    ]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_the_figures_mark_degenerate_pairs_and_only_them(tmp_path, monkeypatch):
+    csv = _summary_csv(tmp_path / "summary.csv", {("vit", "layercam"): 7})
+    fig = metric_bars_figure(csv)
+    hatched = {
+        (ax.get_xticklabels()[round(bar.get_x() + bar.get_width() / 2)].get_text(), c.get_label())
+        for ax in fig.axes
+        for c in ax.containers
+        if hasattr(c, "patches")
+        for bar in c.patches
+        if bar.get_hatch() == "xxxx"
+    }
+    assert hatched == {("vit", "layercam")}  # in every panel, and no other bar
+    (legend,) = fig.legends
+    assert "vit × layercam (7)" in legend.get_texts()[-1].get_text()
+
+    drawn = {}
+    monkeypatch.setattr(summary_heatmap, "save_figure", lambda fig, out: drawn.update(fig=fig))
+    summary_heatmap.plot_summary_heatmap(csv, tmp_path / "h.png")
+    marked = [
+        (ax.get_title(loc="left").split()[0], round(p.get_y() + 0.5))
+        for ax in drawn["fig"].axes
+        for p in ax.patches
+        if p.get_hatch() == "xxx"
+    ]
+    assert marked == [("vit", 1)]  # the vit panel's layercam row, not resnet's
+    assert "degenerate" in drawn["fig"].get_supxlabel()
+    # a bold value never sits in a hatched row
+    vit = next(ax for ax in drawn["fig"].axes if ax.get_title(loc="left").startswith("vit"))
+    bold_rows = {round(t.get_position()[1]) for t in vit.texts if t.get_fontweight() == "bold"}
+    assert bold_rows and 1 not in bold_rows
+
+    # nothing degenerate: no hatch, no extra legend entry, no note
+    csv = _summary_csv(tmp_path / "clean.csv", {})
+    fig = metric_bars_figure(csv)
+    assert len(fig.legends[0].get_texts()) == 3
+    summary_heatmap.plot_summary_heatmap(csv, tmp_path / "h.png")
+    assert not any(p.get_hatch() for ax in drawn["fig"].axes for p in ax.patches)
+    assert not drawn["fig"].get_supxlabel()
 
 
 @pytest.mark.slow

@@ -1,11 +1,14 @@
 """Grouped bar charts of the summary: one panel per metric, models on the x axis, one
-bar per method (in the method's colour), whiskers at the bootstrap confidence interval."""
+bar per method (in the method's colour), whiskers at the bootstrap confidence interval.
+A model × method pair with degenerate maps (the summary's ``degenerate_maps`` > 0) is
+drawn cross-hatched with a dark red edge and named in an extra legend entry."""
 
 from __future__ import annotations
 
 import os
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -14,6 +17,7 @@ from cambench.plots.style import BASELINE_METHODS, method_color, new_figure, sav
 from cambench.plots.summary_heatmap import METRICS, read_summary
 
 TITLES = {m.column: m.title for m in METRIC_TABLE}
+DEGENERATE_STYLE = {"hatch": "xxxx", "edgecolor": "#8b0000", "linewidth": 0.8}
 
 
 def _bar_style(method: str) -> dict:
@@ -53,6 +57,7 @@ def metric_bars_figure(summary_csv: str | os.PathLike) -> Figure:
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     width = 0.8 / len(methods)
     x = np.arange(len(models))
+    broken = _degenerate_pairs(df)
     for ax, (column, header, higher) in zip(axes.flat, METRICS, strict=False):
         table = df.set_index(["model", "method"])
         for k, method in enumerate(methods):
@@ -67,9 +72,11 @@ def metric_bars_figure(summary_csv: str | os.PathLike) -> Figure:
                 label=method,
                 **_bar_style(method),
             )
-            for bar, value in zip(bars, mean, strict=True):
+            for bar, value, key in zip(bars, mean, keys, strict=True):
                 if not np.isfinite(value):
                     bar.set_visible(False)
+                elif key in broken:  # degenerate maps: a value that measures nothing
+                    bar.set(**DEGENERATE_STYLE)
             low_col, high_col = f"{column}_ci_low", f"{column}_ci_high"
             if low_col in df.columns and high_col in df.columns:
                 low = np.array([table[low_col].get(key, np.nan) for key in keys], dtype=float)
@@ -99,6 +106,10 @@ def metric_bars_figure(summary_csv: str | os.PathLike) -> Figure:
     # One swatch per method, drawn here: a panel's own handles copy the first bar of each
     # method, which is hidden where the first model has no value for it.
     handles = [Patch(linewidth=0.4, label=m, **_bar_style(m)) for m in methods]
+    if broken:  # one more swatch, only when some pair has degenerate maps
+        names = ", ".join(f"{m} × {k} ({n})" for (m, k), n in broken.items())
+        label = f"degenerate maps, never bold nor ranked: {names}"
+        handles.append(Patch(facecolor="white", label=label, **DEGENERATE_STYLE))
     n_text = f"n = {int(df['n_images'].min())}" + (
         f"–{int(df['n_images'].max())}" if df["n_images"].nunique() > 1 else ""
     )
@@ -110,3 +121,15 @@ def metric_bars_figure(summary_csv: str | os.PathLike) -> Figure:
         title=f"method (bars: mean; whiskers: confidence interval; {n_text} images)",
     )
     return fig
+
+
+def _degenerate_pairs(df: pd.DataFrame) -> dict[tuple[str, str], int]:
+    """(model, method) -> number of degenerate maps, for the pairs that have any."""
+    if "degenerate_maps" not in df.columns:
+        return {}
+    counts = df["degenerate_maps"].fillna(0).astype(int)
+    return {
+        (str(m), str(k)): int(n)
+        for m, k, n in zip(df["model"], df["method"], counts, strict=True)
+        if n > 0
+    }

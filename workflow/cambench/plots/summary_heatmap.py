@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.patches import Rectangle
 
 from cambench import best
 from cambench.best import best_mask, rankable
@@ -80,17 +82,41 @@ def _n_images_label(n: pd.Series) -> str:
 
 
 def _row_labels(rows: pd.DataFrame, methods: list[str]) -> list[str]:
-    """Method names, marked † when the randomization check flags them and with a
-    warning when their maps are degenerate (all zero or constant)."""
+    """Method names, marked † when the randomization check flags them."""
     marked = best.flagged(rows)
+    return [method + (" †" if marked[i] else "") for i, method in enumerate(methods)]
+
+
+DEGENERATE_EDGE = "#8b0000"
+
+
+def _mark_degenerate(ax: Axes, rows: pd.DataFrame, n_metrics: int) -> int:
+    """Cross-hatch, with a dark red edge, the rows of this panel's model whose maps are
+    degenerate (all zero or constant); returns how many rows are marked."""
     broken = rows.get("degenerate_maps", pd.Series(0, index=rows.index)).fillna(0).to_numpy()
-    labels = []
-    for i, method in enumerate(methods):
-        label = method + (" †" if marked[i] else "")
-        if broken[i] > 0:
-            label += f"  ⚠ {int(broken[i])} degenerate"
-        labels.append(label)
-    return labels
+    for i in np.flatnonzero(broken > 0):
+        ax.add_patch(
+            Rectangle(
+                (-0.5, i - 0.5),
+                n_metrics,
+                1,
+                fill=False,
+                hatch="xxx",
+                edgecolor=DEGENERATE_EDGE,
+                linewidth=1.0,
+            )
+        )
+        ax.text(
+            n_metrics - 0.5,
+            i,
+            f" ⚠ {int(broken[i])}",
+            ha="left",
+            va="center",
+            fontsize=7,
+            color=DEGENERATE_EDGE,
+            clip_on=False,
+        )
+    return int((broken > 0).sum())
 
 
 @styled
@@ -102,7 +128,8 @@ def plot_summary_heatmap(summary_csv: str | os.PathLike, out_png: str | os.PathL
     lower is better for AD and deletion; headers carry ↓ / ↑. Each panel's best value per
     column is bold among the methods that may be (:func:`cambench.best.rankable`; none
     when all tie). Missing values are grey with a dash; flagged methods carry †, and
-    model × method pairs with degenerate maps a warning with their count.
+    the rows of a model × method pair with degenerate maps are cross-hatched in that
+    model's panel, with ⚠ and their count, and explained in a note under the figure.
     """
     df = read_summary(summary_csv)
     models = list(dict.fromkeys(df["model"]))
@@ -118,6 +145,7 @@ def plot_summary_heatmap(summary_csv: str | os.PathLike, out_png: str | os.PathL
 
     cmap = colormaps[CMAP].with_extremes(bad="#e6e6e6")
     image = None
+    n_degenerate = 0
     for k, ax in enumerate(axes.flat):
         if k >= len(models):
             ax.set_visible(False)
@@ -175,10 +203,17 @@ def plot_summary_heatmap(summary_csv: str | os.PathLike, out_png: str | os.PathL
         ax.set_title(
             f"{model}   ({_n_images_label(table['n_images'])})", fontsize=9.5, pad=4, loc="left"
         )
+        n_degenerate += _mark_degenerate(ax, rows, n_metrics)
 
     bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=min(1.0, 2.2 / (n_rows * panel_h)))
     bar.set_ticks([0.0, 1.0], labels=["worst", "best"])
     bar.set_label("colour: within each column", fontsize=8)
     bar.ax.tick_params(labelsize=8, length=0)
     bar.outline.set_visible(False)
+    if n_degenerate:  # only then: the default figure is unchanged
+        fig.supxlabel(
+            "cross-hatched, ⚠ n: n degenerate maps (all zero or constant); never bold",
+            fontsize=7,
+            color=DEGENERATE_EDGE,
+        )
     save_figure(fig, out_png)
