@@ -21,12 +21,15 @@ from cambench.best import rankable
 from cambench.cache import read_saliency
 from cambench.jobs import summarize
 from cambench.metric_table import COLUMNS
+from cambench.models.layer_check import check_target_layer
 from cambench.models.layers import probe_layer
 from cambench.plots import summary_heatmap
 from cambench.plots.bars import metric_bars_figure
 from cambench.plots.summary_heatmap import SUMMARY_COLUMNS
-from cambench.saliency import explain_with_flags, register
+from cambench.saliency import explain_with_flags, register, resolve_layer
 from cambench.saliency.degenerate import ALL_ZERO, CONSTANT, OK, classify
+from cambench.summary import aggregate
+from cambench.summary.ranks import rank_table
 
 
 def test_classify_by_hand():
@@ -74,6 +77,7 @@ def test_the_probe_never_picks_a_layer_that_reaches_the_logits_only_through_the_
     names = dict(hf_vit.named_modules())
     last = max(int(n.split(".")[3]) for n in names if re.match(r"net\.vit\.\w+\.\d+$", n))
     assert layer.endswith(f".{last}.layernorm_before"), layer
+    assert resolve_layer(hf_vit, None, images)[0] == layer  # the saliency job's default
     maps, flags = explain_with_flags("gradcam", hf_vit, images, targets, layer=layer)
     # a random ViT's Grad-CAM may find nothing positive on some images; most are maps
     assert (flags == OK).sum() >= 5 and (maps[flags == OK].amax((1, 2)) == 1).all()
@@ -83,6 +87,45 @@ def test_the_probe_never_picks_a_layer_that_reaches_the_logits_only_through_the_
     assert flags.tolist() == [ALL_ZERO] * 8
 
 
+class _Block(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.pre, self.mix = nn.LayerNorm(dim), nn.MultiheadAttention(dim, 2, batch_first=True)
+        self.post, self.ff = nn.LayerNorm(dim), nn.Linear(dim, dim)
+
+    def forward(self, x):
+        y = self.pre(x)
+        x = x + self.mix(y, y, y, need_weights=False)[0]
+        return x + self.ff(self.post(x))
+
+
+class OddlyNamedViT(nn.Module):
+    """A class-token ViT whose names match no known family: the probe's choice can only
+    come from the gradient test."""
+
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.cut = nn.Conv2d(3, dim, 8, 8)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim))
+        self.stack = nn.Sequential(_Block(dim), _Block(dim))
+        self.tail, self.out = nn.LayerNorm(dim), nn.Linear(dim, 3)
+
+    def forward(self, x):
+        t = self.cut(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(len(t), -1, -1), t], 1)
+        return self.out(self.tail(self.stack(t))[:, 0])
+
+
+def test_the_probe_s_choice_comes_from_gradients_not_names():
+    torch.manual_seed(0)
+    model = OddlyNamedViT().eval()
+    images = torch.rand(4, 3, 32, 32)
+    # stack.1.post and tail reach the logits only through the class token: passed over
+    assert probe_layer(model, images) == "stack.1.pre"
+    _, flags = explain_with_flags("gradcam", model, images, torch.arange(4) % 3)
+    assert (flags == OK).all()
+
+
 def test_a_layer_below_two_by_two_is_refused_before_any_map(tmp_path):
     _split(tmp_path / "test.h5", size=8)  # SmallResNet's layer4 is 1×1 at 8 px
     _checkpoint(tmp_path / "model.pt")
@@ -90,6 +133,49 @@ def test_a_layer_below_two_by_two_is_refused_before_any_map(tmp_path):
     with pytest.raises(ValueError, match=r"'models.baseline.layer'.*1×1, below the 2×2"):
         _run(tmp_path, "gradcam", out, n_images=16)
     assert not out.exists() and not out.with_name(".out.h5.tmp").exists()
+
+
+@pytest.mark.parametrize("arch", ["torchvision:resnet18", "timm:resnet18"])
+def test_the_readme_example_s_resnet18_at_32_px_is_refused_at_config_time(arch):
+    """The issue's case: layer4 of a ResNet-18 is 1×1 on 32-pixel images (constant
+    maps); checked on the meta device, no weights read."""
+    if arch.startswith("timm"):
+        pytest.importorskip("timm")
+    model = {"kind": "pretrained", "arch": arch, "weights": "absent.pt", "num_classes": 1000}
+    hint = r"larger dataset.image_size, or an earlier layer"
+    with pytest.raises(ValueError, match=rf"'models.r18.layer'.*1×1, below the 2×2.*{hint}"):
+        check_target_layer("r18", model, 1000, 32)
+    assert check_target_layer("r18", model, 1000, 64) == "net.layer4"  # 2×2
+    assert check_target_layer("r18", {**model, "layer": "layer3"}, 1000, 32) == "net.layer3"
+    with pytest.raises(ValueError, match=r"'models.r18.layer': layer 'layr3' not found"):
+        check_target_layer("r18", {**model, "layer": "layr3"}, 1000, 64)
+
+
+def test_the_example_s_random_plugin_vit_gives_all_zero_maps_and_they_are_flagged():
+    """The issue's examples/my_arch.py ``tiny_vit``, randomly initialised: torchvision
+    initialises a ViT's head to zero, so every gradient is zero — pytorch-grad-cam's
+    Grad-CAM is all zero too — and every map is flagged, not scored."""
+    pgc = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from cambench.models import ARCH_FACTORIES
+    from cambench.plugins import load_plugins
+
+    load_plugins([str(Path(__file__).parents[1] / "examples" / "my_arch.py")])
+    torch.manual_seed(0)
+    vit = ARCH_FACTORIES["tiny_vit"](10).eval()
+    images = torch.rand(16, 3, 32, 32)
+    targets = vit(images).argmax(1)
+    _, flags = explain_with_flags("gradcam", vit, images, targets)
+    assert flags.tolist() == [ALL_ZERO] * 16
+
+    def tokens_to_map(t):  # (B, 1 + 16, C) -> (B, C, 4, 4), the class token dropped
+        return t[:, 1:].reshape(t.shape[0], 4, 4, -1).permute(0, 3, 1, 2)
+
+    layer = vit.encoder.layers[-1].ln_1
+    with pgc.GradCAM(vit, [layer], reshape_transform=tokens_to_map) as cam:
+        peer = cam(images, [ClassifierOutputTarget(int(c)) for c in targets])
+    assert np.abs(peer).max() == 0
 
 
 def test_all_zero_maps_are_flagged_in_the_file_and_counted_in_the_log(tmp_path, registry, capsys):
@@ -153,6 +239,17 @@ def test_degenerate_pairs_are_warned_about_and_never_bold(tmp_path):
     )
     assert "degenerate_maps" not in summary.columns
     assert "degenerate" not in out[1].read_text()
+
+
+def test_degenerate_pairs_are_left_out_of_the_rank_table():
+    per_image = pd.concat(
+        [_frame("gradcam", 0), _frame("layercam", 0, shift=5.0), _frame("broken", 3, shift=40.0)]
+    )
+    excluded = aggregate.degenerate_counts(per_image)[["model", "method"]].itertuples(index=False)
+    ranks = rank_table(per_image, resamples=20, confidence=0.9, seed=0, excluded=list(excluded))
+    assert ranks["method"].tolist() == ["gradcam", "layercam"]
+    # among the two left, the higher values rank first on a higher-is-better metric
+    assert ranks.set_index("method")["rank_AI"].to_dict() == {"gradcam": 2.0, "layercam": 1.0}
 
 
 def _summary_csv(path: Path, degenerate: dict[tuple[str, str], int]) -> Path:
