@@ -151,6 +151,17 @@ def test_the_readme_example_s_resnet18_at_32_px_is_refused_at_config_time(arch):
         check_target_layer("r18", {**model, "layer": "layr3"}, 1000, 64)
 
 
+def test_a_ca_stream_model_s_layer_is_checked_at_config_time_too():
+    """Built on its base model's config, as its train job builds it."""
+    from test_config import check_config
+
+    base = {"kind": "baseline", "arch": "resnet_small", "width": 8, "blocks": [1, 1, 1, 1]}
+    models = {"b": base, "ca": {"kind": "castream", "base": "b", "layer": "layr4"}}
+    with pytest.raises(ValueError, match=r"'models.ca.layer': layer 'layr4' not found"):
+        check_config({"methods": {}, "models": models})
+    check_config({"methods": {}, "models": {**models, "ca": {"kind": "castream", "base": "b"}}})
+
+
 def test_the_example_s_random_plugin_vit_gives_all_zero_maps_and_they_are_flagged():
     """The issue's examples/my_arch.py ``tiny_vit``, randomly initialised: torchvision
     initialises a ViT's head to zero, so every gradient is zero — pytorch-grad-cam's

@@ -416,7 +416,13 @@ def parse_config(config: dict[str, Any]) -> Experiment:
         completed = check_model_entry(name, entry)
         check_weights_available(name, completed)  # a missing file fails before any job
         classes = int(completed.get("num_classes") or config["dataset"].get("num_classes") or 10)
-        if uses_layer and not models[name].is_castream:  # CA-Stream: the job checks it
+        if uses_layer:
+            if models[name].is_castream:  # built on its base, as the train job builds it
+                base = entry["base"]
+                completed = {
+                    **completed,
+                    "base_config": check_model_entry(base, models_config[base]),
+                }
             check_target_layer(name, completed, classes, image_size)
     _check_attention_methods(models, methods)
     dataset = config["dataset"]
