@@ -15,7 +15,7 @@ import yaml
 
 from cambench.models.small_resnet import SmallResNet
 from cambench.saliency import METHODS, explain
-from cambench.saliency.perturb import gaussian_noise, image_keys, rise_draws, uniform_like
+from cambench.saliency.perturb import GaussianNoise, image_keys, rise_draws, uniform_like
 
 captum_attr = pytest.importorskip("captum.attr")
 
@@ -131,9 +131,7 @@ def test_uniform_baseline_is_uniform_and_the_same_in_any_batch():
 def _noise_tunnel(model, images, targets, nt_type, samples, noise, seed, monkeypatch):
     """Captum's NoiseTunnel(Saliency) fed cambench's draws: its ``torch.normal`` returns
     σ_b·ε with ε the same standard normals, in Captum's image-major row order."""
-    eps = gaussian_noise(
-        image_keys(images, seed), 0, samples, tuple(images.shape[1:]), images.dtype
-    )
+    eps = GaussianNoise(images, samples, seed).draws(0, samples)
     flat = images.flatten(1)
     sigma = noise * (flat.max(1).values - flat.min(1).values)
     draws = (sigma.view(1, -1, 1, 1, 1) * eps).transpose(0, 1).reshape(-1, *images.shape[1:])
@@ -174,13 +172,19 @@ def test_vargrad_equals_captum_with_the_same_noise(case, monkeypatch):
     assert_maps_equal(ours, ref.sum(1))
 
 
-def test_gaussian_noise_is_standard_normal():
-    eps = gaussian_noise(torch.tensor([7, 8]), 0, 50, (3, 32, 32), torch.float64)
-    assert eps.shape == (50, 2, 3, 32, 32)
+def test_gaussian_noise_is_standard_normal_and_independent_of_the_batch():
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    eps = GaussianNoise(images, 50, 7).draws(0, 50)
+    assert eps.shape == (50, 4, 3, 32, 32)
     assert abs(eps.mean().item()) < 0.01 and abs(eps.std().item() - 1) < 0.01
     from scipy.stats import kstest
 
-    assert kstest(eps.flatten()[:20000].numpy(), "norm").pvalue > 1e-3
+    assert kstest(eps[:, 0].flatten()[:20000].numpy(), "norm").pvalue > 1e-3
+    # an image's samples are distinct draws, and the same in another batch
+    assert not torch.equal(eps[0, 0], eps[1, 0])
+    assert eps[:, 2:].equal(GaussianNoise(images[2:], 50, 7).draws(0, 50))
+    assert eps[10:20].equal(GaussianNoise(images, 50, 7).draws(10, 20))
+    assert not eps.equal(GaussianNoise(images, 50, 8).draws(0, 50))
 
 
 @pytest.mark.parametrize(("window", "stride"), [(8, 4), (8, 5), (6, 3)])

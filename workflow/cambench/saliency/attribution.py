@@ -21,9 +21,9 @@ from cambench.saliency.perturb import (
     REDUCTIONS,
     RULES,
     SCORES,
+    GaussianNoise,
     chunked_scores,
     gaussian_blur,
-    gaussian_noise,
     gradient_sum,
     image_keys,
     occlusion_windows,
@@ -77,13 +77,12 @@ def _noisy_gradients(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``Σ_n g_n`` and ``Σ_n g_n²`` (float64) over ``g_n = ∂y_c/∂x (x + ε_n)``,
     ``ε_n ~ N(0, σ²)``, ``σ = noise · (max x − min x)`` per image."""
-    keys = image_keys(images, seed)
+    draws = GaussianNoise(images, samples, seed)
     flat = images.flatten(1)
     sigma = (noise * (flat.amax(1) - flat.amin(1))).view(1, -1, 1, 1, 1)
 
     def rows(k0: int, k1: int) -> torch.Tensor:
-        eps = gaussian_noise(keys, k0, k1, tuple(images.shape[1:]), images.dtype)
-        return (images.unsqueeze(0) + sigma * eps).flatten(0, 1)
+        return (images.unsqueeze(0) + sigma * draws.draws(k0, k1)).flatten(0, 1)
 
     total, squares = gradient_sum(model, rows, samples, targets, None, batch_size, squares=True)
     assert squares is not None
@@ -207,7 +206,8 @@ def smoothgrad(
     ``σ = noise · (max x − min x)`` (per image; default 0.15, the paper's 10–20 %),
     ``N = samples`` (default 50); ``S = reduce(a)`` (default ``abs_sum``, the
     absolute value summed over colours as the paper's figures), no ReLU. The noise is
-    a hash of ``seed``, the image and the position: the same in any batch.
+    drawn from ``seed`` and read at an offset that hashes the image
+    (:class:`cambench.saliency.perturb.GaussianNoise`): the same in any batch.
 
     Smilkov et al., "SmoothGrad: removing noise by adding noise", ICML workshop 2017,
     https://arxiv.org/abs/1706.03825.

@@ -3,9 +3,9 @@
 One helper per concern, all batched on the images' device:
 
 - :func:`reduce_channels`: a pixel attribution (B, 3, H, W) to a map (B, H, W);
-- :func:`image_keys`, :func:`gaussian_noise`, :func:`uniform_like`: counter-based
-  random numbers (a hash of the seed, the image's content and the position, no
-  generator state), so an image gets the same draws in any batch, shard or device;
+- :func:`image_keys`, :class:`GaussianNoise`, :func:`uniform_like`: random numbers
+  keyed by the seed and the image's content, so an image gets the same draws in any
+  batch, shard or device;
 - :func:`path_rule`: the quadrature nodes and weights of a path integral on [0, 1];
 - :func:`gradient_sum`: ``Σ_k w_k ∂y_c/∂x`` over perturbed copies of the batch,
   ``rows_per_chunk`` rows per forward/backward (the memory budget);
@@ -90,24 +90,40 @@ def uniform_like(images: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return _uniform(keys, counters, images.dtype).view_as(images)
 
 
-def gaussian_noise(
-    keys: torch.Tensor, start: int, stop: int, shape: tuple[int, ...], dtype: torch.dtype
-) -> torch.Tensor:
-    """Standard normal draws ``ε`` (stop − start, K, *shape): samples ``start`` to
-    ``stop`` of the stream of each key (Box–Muller on two counter-based uniforms), so
-    any chunk of samples is drawn alone and equals the same samples drawn at once.
+class GaussianNoise:
+    """Standard normal draws ``ε_{n,b}`` (shaped like one image) for samples ``n`` of
+    images ``b``, the same for an image in any batch.
 
-    >>> keys = torch.tensor([1, 2])
-    >>> whole = gaussian_noise(keys, 0, 4, (3,), torch.float64)
-    >>> whole[2:].equal(gaussian_noise(keys, 2, 4, (3,), torch.float64))
+    One table of ``samples × (pixels of an image)`` normals is drawn from ``seed``
+    (on the CPU, so every device gets the same numbers) and image ``b`` reads it
+    circularly from an offset that hashes ``seed`` and its content
+    (:func:`image_keys`): its ``samples`` draws are disjoint stretches of the table,
+    independent N(0, 1) values. One gather per chunk (a hash per drawn value would
+    cost more than the model's forward on small models).
+
+    >>> images = torch.rand(3, 3, 4, 4)
+    >>> noise = GaussianNoise(images, samples=5, seed=0)
+    >>> eps = noise.draws(0, 5)
+    >>> tuple(eps.shape), eps[2:4].equal(noise.draws(2, 4))
+    ((5, 3, 3, 4, 4), True)
+    >>> eps[:, 1:].equal(GaussianNoise(images[1:], samples=5, seed=0).draws(0, 5))
     True
     """
-    n = math.prod(shape)
-    counters = torch.arange(start * n, stop * n, device=keys.device)
-    u1 = _uniform(keys, counters, torch.float64)
-    u2 = _uniform(_hash32(keys ^ 0x5BD1E995), counters, torch.float64)
-    normal = torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * math.pi * u2)
-    return normal.to(dtype).view(len(keys), stop - start, *shape).transpose(0, 1)
+
+    def __init__(self, images: torch.Tensor, samples: int, seed: int) -> None:
+        self.shape = tuple(images.shape[1:])
+        self.pixels = math.prod(self.shape)
+        self.length = samples * self.pixels
+        table = torch.randn(self.length, generator=torch.Generator().manual_seed(int(seed)))
+        table = table.to(images.device, images.dtype)
+        self.table = torch.cat([table, table])  # read circularly without a modulo
+        self.offsets = image_keys(images, seed) % self.length
+
+    def draws(self, start: int, stop: int) -> torch.Tensor:
+        """``ε`` for samples ``start … stop−1``: (stop − start, B, *shape)."""
+        position = torch.arange(start * self.pixels, stop * self.pixels, device=self.table.device)
+        index = self.offsets.view(1, -1, 1) + position.view(stop - start, 1, self.pixels)
+        return self.table[index].view(stop - start, len(self.offsets), *self.shape)
 
 
 # --- path integrals ---------------------------------------------------------------------
