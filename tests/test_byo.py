@@ -35,8 +35,14 @@ def _tiny_experiment() -> dict:
     config["device"] = "cpu"
     config["dataset"] = {**tiny["dataset"], "train_size": 200, "test_size": 16}
     config["models"]["baseline"] = {**tiny["models"]["baseline"], "epochs": 1}
-    config["models"]["resnet18_pre"] = config["models"].pop("resnet18_imagenet")
-    config["models"]["resnet18_pre"]["weights"] = "r18.pt"
+    # the example's commented ImageNet variant, from a state dict the test saves
+    config["models"]["resnet18_pre"] = {
+        "kind": "pretrained",
+        "arch": "torchvision:resnet18",
+        "weights": "r18.pt",
+        "num_classes": 1000,
+        "layer": "layer3",
+    }
     config["models"]["my_vit"].update(arch_kwargs=VIT_KWARGS, weights="vit.pt", num_classes=4)
     config["methods"]["opticam"] = {"iterations": 2}
     config["eval"] = {"n_images": 8, "shards": 1, "batch_size": 8, "target": "predicted"}
