@@ -254,6 +254,8 @@ def test_config_accepts_a_castream_on_convnext_with_the_released_recipe():
     }
     config["methods"] = {"gradcam": {}}
     config["sanity"] = {"randomization": False}
+    # ConvNeXt's features are 1×1 at 32 px (refused: constant maps); 2×2 at 64 px
+    config["dataset"]["image_size"] = 64
     validate(config, str(root / "workflow" / "schemas" / "config.schema.yaml"))
     spec = parse_config(config).models["ca"]
     assert spec.arch == "convnext_tiny" and spec.base == "c"
