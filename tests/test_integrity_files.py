@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from cambench import checksum
 from cambench.cache import CacheError, SaliencyWriter, describe, read_saliency
 from cambench.data.store import Split, read_split, write_split
 from cambench.models import read_checkpoint, save_checkpoint
@@ -57,42 +58,52 @@ FUZZ = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from cambench.cache import CacheError, describe, read_saliency
-    path, out = Path(sys.argv[1]), Path(sys.argv[2])
+    from cambench.cache import describe, read_saliency
+    from cambench.data.store import read_split
+    path, out, every, stride = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+
+    def read_all(path):
+        with read_split(path) as split:
+            split.images[:], split.masks[:]
+
+    readers = (read_saliency, describe) if sys.argv[5] == "saliency" else (read_all,)
     clean = path.read_bytes()
-    limit = min(len(clean), int(sys.argv[3]))
-    caught = 0
-    for offset in range(limit):
+    offsets = [*range(min(every, len(clean))), *range(every, len(clean), stride)]
+    for offset in offsets:
         data = bytearray(clean)
         data[offset] ^= 0xFF
         out.write_bytes(bytes(data))
-        for read in (read_saliency, describe):
+        for read in readers:
             try:
                 read(out)
-            except CacheError:
-                caught += 1
+            except ValueError as err:
+                if str(out) not in str(err) or "delete" not in str(err):
+                    raise SystemExit(f"offset {offset}: {read.__name__}: {err}") from None
             else:
                 raise SystemExit(f"offset {offset}: {read.__name__} accepted a corrupt file")
-    print(caught, limit)
+    print(len(offsets))
     """
 )
 
 
-def test_fuzz_every_offset_of_a_shard_gives_an_error_never_a_crash_or_a_hang(tmp_path):
-    path = tmp_path / "shard-0.h5"
-    _shard(path)
+@pytest.mark.parametrize("kind", ["saliency", "split"])
+def test_fuzz_every_offset_gives_an_error_naming_the_file_never_a_crash_or_a_hang(tmp_path, kind):
+    """Every byte of the first 4 kB (superblock, object headers, B-trees, chunk index,
+    attributes: where the issue's crashing offsets were) and every 16th byte after,
+    flipped one at a time; the reads run in a subprocess with a timeout, so a segfault
+    or a hang fails the test instead of killing pytest."""
+    path = tmp_path / "file.h5"
+    _shard(path) if kind == "saliency" else _split(path)
     size = path.stat().st_size
-    # every byte of the file (a few kilobytes), in a subprocess: a segfault or a hang
-    # fails the test instead of killing pytest
+    assert size > 4096
     proc = subprocess.run(
-        [sys.executable, "-c", FUZZ, str(path), str(tmp_path / "fuzz.h5"), "16384"],
+        [sys.executable, "-c", FUZZ, str(path), str(tmp_path / "fuzz.h5"), "4096", "16", kind],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=60,
     )
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
-    caught, limit = map(int, proc.stdout.split())
-    assert limit == min(size, 16384) and caught == 2 * limit
+    assert int(proc.stdout) == 4096 + len(range(4096, size, 16))
 
 
 def test_a_temporary_file_is_not_taken_for_a_complete_one(tmp_path):
@@ -155,12 +166,58 @@ def test_a_flipped_label_or_image_byte_in_a_split_file_is_an_error(tmp_path):
     data = bytearray(clean)
     data[labels_at + 8] ^= 1  # the second label, 1 -> 0
     path.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=rf"{path}: corrupt labels"):
+    with pytest.raises(ValueError, match=rf"{path}: checksum mismatch.*delete it"):
         read_split(path)
-    data = bytearray(clean)
-    data[image_at.byte_offset + image_at.size // 2] ^= 0x10
-    path.write_bytes(bytes(data))
+    # an image chunk: left out of the file's checksum (opening a split reads no image),
+    # HDF5's Fletcher-32 catches it when the chunk is read
+    image = bytearray(clean)
+    image[image_at.byte_offset + image_at.size // 2] ^= 0x10
+    path.write_bytes(bytes(image))
     with read_split(path) as back:
         back.images[0:2]  # other chunks read fine
-        with pytest.raises(ValueError, match=rf"{path}: corrupt images data"):
+        with pytest.raises(ValueError, match=rf"{path}: corrupt images data.*delete the file"):
             back.images[2]
+
+
+def test_opening_a_split_reads_its_metadata_not_its_images(tmp_path, monkeypatch):
+    """The checksum of a split leaves the image and mask chunks out: verifying a large
+    split reads a few kilobytes."""
+    path = tmp_path / "test.h5"
+    rng = np.random.default_rng(0)
+    n = 200
+    write_split(
+        path,
+        Split(
+            images=torch.from_numpy(rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)),
+            labels=torch.from_numpy(rng.integers(0, 4, n)),
+            masks=torch.from_numpy(rng.random((n, 32, 32)) > 0.5),
+            class_names=["a", "b", "c", "d"],
+        ),
+    )
+    hashed = []
+    real = checksum._hash_outside
+
+    def counting(f, end, ranges, digest):
+        real(f, end, ranges, digest)
+        hashed.append(end - int(ranges[:, 1].sum()))
+
+    monkeypatch.setattr(checksum, "_hash_outside", counting)
+    read_split(path).close()
+    size = path.stat().st_size
+    assert size > 600_000 and hashed and hashed[0] < size // 4, (hashed, size)
+
+
+def test_a_split_file_without_its_trailer_is_refused(tmp_path):
+    """A split written by an older cambench (no trailer) or cut short."""
+    path = tmp_path / "test.h5"
+    with h5py.File(path, "w") as f:
+        f["images"] = np.zeros((2, 3, 8, 8), np.uint8)
+        f["labels"] = np.zeros(2, np.int64)
+        f["masks"] = np.zeros((2, 8, 8), bool)
+        f.attrs["class_names"] = '["a"]'
+    with pytest.raises(ValueError, match=rf"{path}: .*no checksum at its end.*delete it"):
+        read_split(path)
+    _split(path)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=rf"{path}: .*no checksum at its end"):
+        read_split(path)

@@ -107,6 +107,7 @@ def write_test_split(path: Path) -> Path:
         f["labels"] = np.arange(N, dtype=np.int64) % 3
         f["masks"] = masks
         f.attrs["class_names"] = json.dumps(["circle", "square", "triangle"])
+    seal(path)  # as write_split finishes a file: its checksum trailer
     return path
 
 
@@ -394,6 +395,7 @@ def test_saliency_grid_bad_input(tmp_path):
     assert str(test_h5) in str(err.value)
     with h5py.File(tmp_path / "nomasks.h5", "w") as f:
         f["images"] = np.zeros((N, 3, H, W), np.uint8)
+    seal(tmp_path / "nomasks.h5")
     with pytest.raises(ValueError, match="masks"):
         plot_saliency_grid(tmp_path / "nomasks.h5", {"gradcam": [a]}, tmp_path / "g.png")
     assert not (tmp_path / "g.png").exists()

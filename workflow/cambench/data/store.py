@@ -12,12 +12,20 @@ batch, whatever the split's size (ImageNet's 50 000 validation images at 224 × 
 7.5 GB of uint8 images and 2.5 GB of masks). Files written before this layout (64
 images a chunk) read the same, through a larger chunk cache.
 
+Integrity: a complete file ends with a SHA-256 trailer (:mod:`cambench.checksum`) of
+every byte except the ``images`` and ``masks`` chunks, verified by :func:`read_split`
+before HDF5 parses the file, so a flipped byte in the superblock, B-trees, chunk index,
+attributes or labels is an error naming the file, never a crash inside HDF5, and
+opening a split still reads its metadata only. Every chunk carries HDF5's Fletcher-32
+checksum, checked before it is decompressed whenever it is read.
+
 :class:`SplitWriter` writes a split batch by batch (image-folder preparation streams
 through it); :func:`write_split` writes an in-memory :class:`Split`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -28,6 +36,7 @@ import h5py
 import numpy as np
 import torch
 
+from cambench import checksum
 from cambench.atomic import atomic_output
 
 REQUIRED = ("images", "labels", "masks")
@@ -215,7 +224,7 @@ class SplitWriter:
 
     def __enter__(self) -> SplitWriter:
         self._atomic = atomic_output(self.path)
-        tmp = self._atomic.__enter__()
+        tmp = self._tmp = self._atomic.__enter__()
         try:
             self._file = h5py.File(tmp, "w")
             h, w = self.size
@@ -295,9 +304,28 @@ class SplitWriter:
                     self._file.attrs[key] = (
                         value if isinstance(value, (int, float, str)) else json.dumps(value)
                     )
-        finally:
+            skip = None
+            if exc[0] is None:
+                self._file.flush()  # every chunk allocated: their places are final
+                skip = _chunk_ranges(self._images, self._masks)
             self._file.close()
-            self._atomic.__exit__(*exc)
+            if exc[0] is None:
+                checksum.seal(self._tmp, skip)  # complete: its checksum trailer, then the rename
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._file.close()
+            self._atomic.__exit__(*sys.exc_info())  # removes the temporary file
+            raise
+        self._atomic.__exit__(*exc)
+
+
+def _chunk_ranges(*datasets: h5py.Dataset) -> list[tuple[int, int]]:
+    """(offset, length) of every stored chunk of ``datasets``: left out of the file's
+    checksum, as each carries its own Fletcher-32 checksum (read checks it)."""
+    ranges: list[tuple[int, int]] = []
+    for ds in datasets:
+        ds.id.chunk_iter(lambda info: ranges.append((info.byte_offset, info.size)))
+    return ranges
 
 
 def write_split(path: str | os.PathLike, split: Split) -> None:
@@ -319,7 +347,9 @@ def write_split(path: str | os.PathLike, split: Split) -> None:
 
 def read_split(path: str | os.PathLike) -> Split:
     """Open a split written by :func:`write_split` or :class:`SplitWriter`, with errors
-    that name the file: labels read, images and masks lazy (:class:`Rows`)."""
+    that name the file: labels read, images and masks lazy (:class:`Rows`). The file's
+    checksum trailer is verified first, before HDF5 parses a byte of it."""
+    checksum.verify(path, "dataset")
     try:
         f = h5py.File(path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=10007)
     except (OSError, FileNotFoundError) as err:

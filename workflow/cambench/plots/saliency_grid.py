@@ -106,6 +106,7 @@ def _read_rows(shards: _Shards, indices: list[int]) -> dict[str, np.ndarray]:
 
 
 def _read_test_images(test_h5: Path, indices: list[int]):
+    verify_checksum(test_h5, "dataset")  # before HDF5 parses a byte of it
     with _open_h5(test_h5, "test split") as f:
         missing = [k for k in TEST_DATASETS if k not in f]
         if missing:
