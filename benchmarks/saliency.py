@@ -35,6 +35,10 @@ glibc malloc tuned (:func:`cambench.allocator.tune_allocator`; ``GLIBC_TUNABLES=
 wait (:func:`cambench.openmp.prefer_passive_wait`; a set ``OMP_WAIT_POLICY`` wins). The
 header says which applied.
 
+The input attributions (Input × Gradient, Integrated Gradients, SmoothGrad, VarGrad,
+Occlusion, RISE) have their own table per case but ResNet-50 (benchmarks/
+saliency_attribution.py): time against their floor and against Captum.
+
 Methods that do not apply to a model (``ValueError``, e.g. ``castream_attention``
 on a plain CNN) show ``n/a``. Runs that would need more than ``--max-seconds``
 (estimated from the measured forward time) are skipped unless ``--full``.
@@ -69,6 +73,7 @@ TUNED, PASSIVE = tune_allocator(), prefer_passive_wait()  # before torch loads, 
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 from default_model import default_model  # noqa: E402
+from saliency_attribution import ATTRIBUTION, benchmark_attribution  # noqa: E402
 from torch import nn  # noqa: E402
 
 import cambench  # noqa: E402
@@ -670,8 +675,13 @@ def main(argv: list[str] | None = None) -> None:
     for line in header(args, device):
         emit(line)
     start = time.perf_counter()
+    attribution = [m for m in methods if m in ATTRIBUTION]  # their own table, vs Captum
+    methods = [m for m in methods if m not in ATTRIBUTION]
     for case in build_cases(args, device):
-        benchmark_case(case, methods, args, device, emit)
+        if methods:
+            benchmark_case(case, methods, args, device, emit)
+        if attribution and "ResNet-50" not in case.name:  # minutes per method on a CPU
+            benchmark_attribution(case, attribution, args.repeats or 3, device, emit)
     emit("")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     emit(f"# total benchmark time {time.perf_counter() - start:.0f} s; load average at end: {load}")
