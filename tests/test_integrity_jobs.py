@@ -145,6 +145,54 @@ def test_changed_data_or_code_discards_the_temporary_file(setup, registry, capsy
     assert "discarding" in capsys.readouterr().out
 
 
+PLUGIN = """
+from cambench.saliency import register
+
+CALLS = [0]
+
+
+@register("edited")
+def edited(model, images, targets, layer):
+    CALLS[0] += 1
+    if CALLS[0] == {fail_at}:
+        raise RuntimeError("killed")
+    return images.{reduce}(1)
+"""
+
+
+def test_a_plugin_method_edited_between_the_kill_and_the_rerun_is_not_resumed(
+    setup, registry, capsys, monkeypatch
+):
+    """The issue's reproduction: 6 of 16 maps came from the plug-in's old code."""
+    from cambench import plugins
+    from cambench.data.store import read_split
+    from cambench.saliency import METHODS
+
+    monkeypatch.setattr(plugins, "_LOADED", dict(plugins._LOADED))
+    plugin = setup / "my_method.py"
+    plugin.write_text(PLUGIN.format(fail_at=3, reduce="mean"))
+    plugins.load_plugins([str(plugin)])
+    out = setup / "shard-0.h5"
+    with pytest.raises(RuntimeError, match="killed"):
+        _run(setup, "edited", out)  # two batches of the old code on disk
+    plugin.write_text(PLUGIN.format(fail_at=-1, reduce="amax"))  # edited, then rerun
+    del METHODS["edited"]
+    plugins._LOADED.pop(str(plugin.resolve()))
+    plugins.load_plugins([str(plugin)])
+    capsys.readouterr()
+    _run(setup, "edited", out)
+    log = capsys.readouterr().out
+    assert re.search(
+        r"discarding .*\.shard-0\.h5\.tmp: not resumable, its code_sha256 differs", log
+    )
+    with read_split(setup / "test.h5") as split:
+        expected = split.float_images().amax(1)
+    lo = expected.amin((1, 2), keepdim=True)
+    hi = expected.amax((1, 2), keepdim=True)
+    maps = read_saliency(out).maps
+    assert torch.allclose(maps, (expected - lo) / (hi - lo), atol=1e-3)  # all 16 new code's
+
+
 def test_an_unchanged_set_up_resumes(setup, registry, capsys):
     calls = _interrupted_method("halfway", fail_at_call=3)
     out = setup / "shard-0.h5"

@@ -130,10 +130,16 @@ STAGES = {
 
 
 @functools.cache
+def _closure_digest(*roots: Any) -> str:
+    """:func:`code_digest`, once per process for the same function objects."""
+    return code_digest(*roots)
+
+
 def stage_digest(stage: str, method: str | None = None) -> str:
     """The code digest of one workflow stage: its job's ``run`` and everything it
     reaches (``saliency`` and ``sanity`` also need the method, whose function is not
-    reachable by name from the job)."""
+    reachable by name from the job). Cached per function object, not per name: a
+    plug-in re-registered under the same name, or its file edited, gives a new digest."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
     job = importlib.import_module(f"cambench.jobs.{STAGES[stage]}")
@@ -141,8 +147,11 @@ def stage_digest(stage: str, method: str | None = None) -> str:
         if method is None:
             raise ValueError(f"the {stage} stage's digest needs the method")
         fn = get_method(method).fn
-        return _with_plugin(code_digest(job.run, fn), source_digest(fn))
-    return code_digest(job.run)
+        return _with_plugin(_closure_digest(job.run, fn), source_digest(fn))
+    return _closure_digest(job.run)
+
+
+stage_digest.cache_clear = _closure_digest.cache_clear  # type: ignore[attr-defined]
 
 
 def _with_plugin(digest: str, plugin: str) -> str:
