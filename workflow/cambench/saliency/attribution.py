@@ -74,9 +74,11 @@ def _noisy_gradients(
     noise: float,
     seed: int,
     batch_size: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``Σ_n g_n`` and ``Σ_n g_n²`` (float64) over ``g_n = ∂y_c/∂x (x + ε_n)``,
-    ``ε_n ~ N(0, σ²)``, ``σ = noise · (max x − min x)`` per image."""
+    squares: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``Σ_n g_n`` and, with ``squares``, ``Σ_n g_n²`` (float64) over
+    ``g_n = ∂y_c/∂x (x + ε_n)``, ``ε_n ~ N(0, σ²)``, ``σ = noise · (max x − min x)``
+    per image."""
     draws = GaussianNoise(images, samples, seed)
     flat = images.flatten(1)
     sigma = (noise * (flat.amax(1) - flat.amin(1))).view(1, -1, 1, 1, 1)
@@ -84,9 +86,7 @@ def _noisy_gradients(
     def rows(k0: int, k1: int) -> torch.Tensor:
         return (images.unsqueeze(0) + sigma * draws.draws(k0, k1)).flatten(0, 1)
 
-    total, squares = gradient_sum(model, rows, samples, targets, None, batch_size, squares=True)
-    assert squares is not None
-    return total, squares
+    return gradient_sum(model, rows, samples, targets, None, batch_size, squares=squares)
 
 
 @register(
@@ -220,7 +220,7 @@ def smoothgrad(
     >>> bool((maps[2] - alone[0]).abs().max() < 1e-5)  # the same noise in any batch
     True
     """
-    total, _ = _noisy_gradients(model, images, targets, samples, noise, seed, batch_size)
+    total, _ = _noisy_gradients(model, images, targets, samples, noise, seed, batch_size, False)
     return reduce_channels((total / samples).to(images.dtype), reduce)
 
 
@@ -252,7 +252,10 @@ def vargrad(
     >>> explain("vargrad", *example_inputs(), samples=4).shape
     torch.Size([2, 32, 32])
     """
-    total, squares = _noisy_gradients(model, images, targets, samples, noise, seed, batch_size)
+    total, squares = _noisy_gradients(
+        model, images, targets, samples, noise, seed, batch_size, True
+    )
+    assert squares is not None
     variance = (squares / samples - (total / samples).square()).clamp_min(0)
     return reduce_channels(variance.to(images.dtype), reduce)
 
