@@ -66,7 +66,10 @@ def test_batch_independence(method, small_resnet, images, targets):
     parts = torch.cat(
         [explain(method, small_resnet, images[i : i + 2], targets[i : i + 2]) for i in (0, 2, 4)]
     )
-    torch.testing.assert_close(whole, parts, atol=1e-5, rtol=0)
+    # RISE sums thousands of masked forwards' probabilities in float32: another batch
+    # shape reorders the sums (maps in [0, 1] agree to 2e-5, its masks are the same)
+    atol = 5e-5 if method == "rise" else 1e-5
+    torch.testing.assert_close(whole, parts, atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("method", GENERIC)
