@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -257,6 +258,37 @@ def test_maps_that_are_not_finite_once_stored_are_an_error(setup, registry):
     assert not (setup / "out.h5").exists()
 
 
+CRASH = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
+HANG = "import time; time.sleep(60)"
+
+
+@pytest.mark.parametrize(
+    ("script", "said"), [(CRASH, "crashed: signal 11"), (HANG, "hung for 2 s")]
+)
+def test_a_temporary_file_that_crashes_or_hangs_hdf5_is_discarded(
+    setup, registry, capsys, monkeypatch, script, said
+):
+    """The read-back check runs in a child process: its segfault or hang (here
+    simulated) discards the temporary file instead of killing or stalling the job."""
+    from cambench import cache
+
+    calls = _interrupted_method("halfway", fail_at_call=3)
+    out = setup / "shard-0.h5"
+    with pytest.raises(Interrupt):
+        _run(setup, "halfway", out)
+    monkeypatch.setattr(cache, "_READ_BACK", script)
+    monkeypatch.setattr(cache, "READ_BACK_TIMEOUT_S", 2.0)
+    calls["n"] = -100
+    capsys.readouterr()
+    _run(setup, "halfway", out)
+    tmp = out.with_name(".shard-0.h5.tmp")
+    assert f"discarding {tmp}: not resumable, it cannot be read (reading it {said})" in (
+        capsys.readouterr().out
+    )
+    assert calls["n"] == -96  # all four batches computed again
+    assert read_saliency(out).maps.shape == (16, 16, 16)
+
+
 def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
@@ -270,7 +302,6 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
 def _saliency_cli(setup: Path, data: Path, out: Path) -> subprocess.CompletedProcess:
     """The saliency job as the rule runs it, in its own process: after a full disk,
     HDF5's library state is not to be trusted, and the job's process ends anyway."""
-    import sys
 
     return subprocess.run(
         [

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,45 @@ REQUIRED_ATTRS = ("method", "params", "layer", "model_sha256", "dataset", "split
 
 class CacheError(ValueError):
     """A saliency file that cannot be used; the message names the file."""
+
+
+#: Maps copied per step when a temporary file is resumed (:meth:`SaliencyWriter._resume`).
+RESUME_COPY_ROWS = 256
+#: A temporary file has no checksum (it grows batch by batch), and a damaged HDF5 file
+#: can crash or hang the HDF5 library. So before a job resumes one (or ``cache inspect``
+#: shows one), a child process reads every part the job will read; a crash, a hang
+#: past this many seconds or an error there means the file is discarded (or refused).
+READ_BACK_TIMEOUT_S = 300.0
+_READ_BACK = """
+import sys
+import h5py
+with h5py.File(sys.argv[1], "r") as f:
+    attrs = {key: f.attrs[key] for key in f.attrs}
+    n = int(attrs.get("n_done", 0))
+    for key in f:
+        f[key][:n] if key in ("saliency", "target", "degenerate") else f[key][()]
+"""
+
+
+def _read_back_problem(path: Path, timeout: float | None = None) -> str | None:
+    """Why HDF5 cannot read ``path`` safely (``None``: it can), found in a child process
+    so that a segfault or a hang there cannot take the job with it."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _READ_BACK, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout or READ_BACK_TIMEOUT_S,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+    except subprocess.TimeoutExpired:
+        return f"it cannot be read (reading it hung for {timeout or READ_BACK_TIMEOUT_S:.0f} s)"
+    if proc.returncode < 0:
+        return f"it cannot be read (reading it crashed: signal {-proc.returncode})"
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+        return f"it cannot be read ({last[:200]})"
+    return None
 
 
 def verify_checksum(path: str | os.PathLike) -> None:
@@ -104,18 +145,21 @@ class SaliencyWriter:
     def _open(self) -> SaliencyWriter:
         """Resume the temporary file (ours to take: the lock is held) or start it."""
         if self.tmp.exists():
-            problem = self._resume_problem()
+            problem = _read_back_problem(self.tmp) or self._resume_problem()
             if problem is None:
-                self.file = h5py.File(self.tmp, "a")
-                self.n_done = int(self.file.attrs["n_done"])
-                self.seconds_before = float(self.file.attrs.get("seconds", 0.0))
+                self._resume()
                 print(f"  resuming {self.tmp} after {self.n_done} maps", flush=True)
                 return self
             print(f"  discarding {self.tmp}: not resumable, {problem}", flush=True)
         self.tmp.unlink(missing_ok=True)
+        self.file = self._create(self.tmp)
+        return self
+
+    def _create(self, path: Path) -> h5py.File:
+        """A new, empty temporary file for this writer's images and attributes."""
         n = len(self.index)
         h, w = self.size
-        f = h5py.File(self.tmp, "w")
+        f = h5py.File(path, "w")
         f.create_dataset(
             "saliency",
             shape=(n, h, w),
@@ -123,20 +167,52 @@ class SaliencyWriter:
             chunks=(1, h, w),
             compression="gzip",
             compression_opts=4,
+            fletcher32=n > 0,  # checked per chunk: a damaged temporary file's maps too
         )
         f.create_dataset("index", data=self.index)
-        f.create_dataset("target", shape=(n,), dtype="int64", fillvalue=-1)
+        checked = {"chunks": (min(n, 4096),), "fletcher32": True} if n else {}
+        f.create_dataset("target", shape=(n,), dtype="int64", fillvalue=-1, **checked)
         f.create_dataset("label", data=self.labels)
         # per image: 0 a map, 1 all zero, 2 constant (cambench.saliency.degenerate)
-        f.create_dataset("degenerate", shape=(n,), dtype="uint8", fillvalue=0)
+        f.create_dataset("degenerate", shape=(n,), dtype="uint8", fillvalue=0, **checked)
         for key, value in self.attrs.items():
             f.attrs[key] = value
         f.attrs["complete"] = False
         f.attrs["n_done"] = 0
         f.attrs["seconds"] = 0.0
         f.flush()
-        self.file = f
-        return self
+        return f
+
+    def _resume(self) -> None:
+        """Copy the finished maps of the temporary file (checked readable) into a new
+        one that replaces it: the job then writes into structures HDF5 made afresh,
+        never into ones a killed job or a full disk may have left half-written."""
+        fresh = self.tmp.with_name(f"{self.tmp.name}.new")
+        fresh.unlink(missing_ok=True)
+        try:
+            with h5py.File(self.tmp, "r") as old:
+                n_done = int(old.attrs["n_done"])
+                seconds = float(old.attrs.get("seconds", 0.0))
+                self.file = self._create(fresh)
+                for start in range(0, n_done, RESUME_COPY_ROWS):
+                    rows = slice(start, min(start + RESUME_COPY_ROWS, n_done))
+                    for key in ("saliency", "target", "degenerate"):
+                        if key in old:
+                            self.file[key][rows] = old[key][rows]
+            self.file.attrs["n_done"] = n_done
+            self.file.attrs["seconds"] = seconds
+            self.file.close()
+            self.file = None
+            os.replace(fresh, self.tmp)
+        except BaseException:
+            if self.file is not None:
+                with contextlib.suppress(Exception):
+                    self.file.close()
+                self.file = None
+            fresh.unlink(missing_ok=True)
+            raise
+        self.file = h5py.File(self.tmp, "a")
+        self.n_done, self.seconds_before = n_done, seconds
 
     def _finish(self) -> None:
         self.file.attrs["complete"] = True
@@ -164,8 +240,8 @@ class SaliencyWriter:
                 if not 0 <= n_done <= len(self.index):
                     return f"its progress {n_done} is out of range"
                 f["saliency"][max(n_done - 1, 0) : n_done]  # the last batch reads back
-        except (OSError, KeyError, ValueError, RuntimeError) as err:
-            return f"it cannot be read ({err})"
+        except Exception as err:  # whatever a damaged file makes h5py raise
+            return f"it cannot be read ({type(err).__name__}: {err})"
         return None
 
     def write(
@@ -258,6 +334,8 @@ def _open_saliency(path: Path) -> h5py.File:
         raise CacheError(f"{path}: is a directory, not a saliency file")
     if not path.name.endswith(".tmp"):  # a complete file: verified before HDF5 reads it
         verify_checksum(path)
+    elif path.is_file() and (problem := _read_back_problem(path)) is not None:
+        raise CacheError(f"{path}: temporary file {problem}; delete it")
     try:
         f = h5py.File(path, "r")
     except FileNotFoundError:
