@@ -221,3 +221,64 @@ def test_a_split_file_without_its_trailer_is_refused(tmp_path):
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(ValueError, match=rf"{path}: .*no checksum at its end"):
         read_split(path)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_damaged_training_resume_file_is_ignored_not_resumed(tmp_path, monkeypatch, capsys):
+    """The per-epoch resume file (weights, optimizer, RNG, history) carries a content
+    digest: three flipped bits in its weights make the rerun train anew (the same
+    model as an uninterrupted run) instead of resuming from damaged weights."""
+    from cambench.training import loop
+    from cambench.training.loop import TrainConfig, train_model
+
+    def split(seed: int) -> Split:
+        rng = np.random.default_rng(seed)
+        return Split(
+            images=torch.from_numpy(rng.integers(0, 256, (16, 3, 16, 16), dtype=np.uint8)),
+            labels=torch.from_numpy(rng.integers(0, 4, 16)),
+            masks=torch.zeros(16, 16, 16, dtype=torch.bool),
+            class_names=["a", "b", "c", "d"],
+        )
+
+    train, test = split(0), split(1)
+    config = TrainConfig(epochs=2, batch_size=8, lr=0.05)
+
+    def run(resume: Path | None) -> SmallResNet:
+        torch.manual_seed(0)
+        model = SmallResNet(num_classes=4, width=4, blocks=(1, 1, 1, 1))
+        train_model(model, train, test, config, torch.device("cpu"), False, resume_path=resume)
+        return model
+
+    reference = run(None)
+    resume = tmp_path / "m.pt.resume.pt"
+    original, calls = loop.gradient_cosine, []
+
+    def stop_in_epoch_2(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise _Stop
+        return original(*args)
+
+    monkeypatch.setattr(loop, "gradient_cosine", stop_in_epoch_2)
+    with pytest.raises(_Stop):
+        run(resume)
+    monkeypatch.setattr(loop, "gradient_cosine", original)
+    state = torch.load(resume, weights_only=True)
+    assert state["epoch"] == 1 and len(state["content_sha256"]) == 64
+    weight = state["model"]["layer4.0.conv1.weight"].contiguous().numpy().tobytes()
+    data = bytearray(resume.read_bytes())
+    at = bytes(data).find(weight[:64])
+    assert at > 0
+    for bit in (3, 77, 501):
+        data[at + bit // 8] ^= 1 << (bit % 8)
+    resume.write_bytes(bytes(data))
+    capsys.readouterr()
+    model = run(resume)
+    assert f"ignoring damaged resume file {resume} (checksum missing or wrong)" in (
+        capsys.readouterr().out
+    )
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key

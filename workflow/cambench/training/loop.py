@@ -332,6 +332,27 @@ def resume_fingerprint(
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
+def _tree_digest(obj: Any, digest: Any = None) -> str:
+    """SHA-256 of a nested structure of dicts, lists, tuples, tensors and plain values
+    (a resume state): every tensor's dtype, shape and bits, every other value's repr."""
+    digest = digest if digest is not None else hashlib.sha256()
+    if isinstance(obj, torch.Tensor):
+        digest.update(f"T{obj.dtype}{tuple(obj.shape)}".encode())
+        digest.update(obj.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(obj, dict):
+        digest.update(f"D{len(obj)}".encode())
+        for key in sorted(obj, key=repr):
+            digest.update(repr(key).encode())
+            _tree_digest(obj[key], digest)
+    elif isinstance(obj, (list, tuple)):
+        digest.update(f"{type(obj).__name__}{len(obj)}".encode())
+        for item in obj:
+            _tree_digest(item, digest)
+    else:
+        digest.update(repr(obj).encode())
+    return digest.hexdigest()
+
+
 def _read_resume(path: Path, fingerprint: str, verbose: bool = True) -> dict[str, Any] | None:
     say = print if verbose else (lambda *_: None)
     if not path.is_file():
@@ -341,6 +362,10 @@ def _read_resume(path: Path, fingerprint: str, verbose: bool = True) -> dict[str
     except Exception as err:  # a damaged file: start over
         say(f"ignoring unreadable resume file {path} ({err})")
         return None
+    recorded = state.pop("content_sha256", None) if isinstance(state, dict) else None
+    if recorded is None or recorded != _tree_digest(state):
+        say(f"ignoring damaged resume file {path} (checksum missing or wrong)")
+        return None
     if state.get("format") != RESUME_FORMAT or state.get("fingerprint") != fingerprint:
         say(f"ignoring resume file {path}: it belongs to another training setup")
         return None
@@ -349,6 +374,9 @@ def _read_resume(path: Path, fingerprint: str, verbose: bool = True) -> dict[str
 
 
 def _write_resume(path: Path, state: dict[str, Any]) -> None:
+    """Write the resume state with its content digest (checked by :func:`_read_resume`);
+    a full disk is a ValueError naming ``path`` (:func:`cambench.atomic.atomic_output`)."""
+    state = {**state, "content_sha256": _tree_digest(state)}
     with atomic_output(path) as tmp:
         torch.save(state, tmp)
 
