@@ -140,6 +140,98 @@ def job_lines(tmp: Path, ckpt: Path, repeats: int) -> list[str]:
     return lines
 
 
+def file_check_lines(tmp: Path, ckpt: Path, repeats: int) -> list[str]:
+    """The file checksums' share of whole saliency and metrics jobs, as the workflow runs
+    them: time inside the checksum functions (the saliency file's seal, the split's and
+    the saliency file's verify, the checkpoint digest) counted during each job, and the
+    saliency job with HDF5's Fletcher-32 filter on and off (before/after)."""
+    import h5py
+
+    from cambench import checksum, models
+    from cambench.jobs import metrics as metrics_job
+    from cambench.jobs import saliency as job
+
+    data = tmp / "test.h5"  # written by job_lines
+    spent = [0.0]
+
+    def timed(fn):
+        def wrapper(*a, **kw):
+            tic = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[0] += time.perf_counter() - tic
+
+        return wrapper
+
+    def saliency(method: str) -> None:
+        out = tmp / f"{method}-files.h5"
+        out.unlink(missing_ok=True)
+        with contextlib.redirect_stdout(io.StringIO()):
+            job.run(ckpt, data, out, method, {}, None, 200, 1, 0, 64, "label",
+                    torch.device("cpu"), "baseline", False)  # fmt: skip
+
+    def metrics() -> None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            metrics_job.run(
+                model_path=ckpt,
+                data_path=data,
+                saliency_path=tmp / "gradcam-files.h5",
+                out_csv=tmp / "m.csv",
+                out_curves=tmp / "m.npz",
+                settings={"protocol": "custom", "forward_batch_size": 64, "pointing_tolerance": 0},
+                batch_size=64,
+                device=torch.device("cpu"),
+                model_name="baseline",
+                expected={},
+                progress=False,
+            )
+
+    def measure(fn) -> tuple[float, float]:
+        times, inside = [], []
+        for _ in range(repeats):
+            spent[0] = 0.0
+            tic = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - tic)
+            inside.append(spent[0])
+        return min(times), min(inside)
+
+    originals = checksum.seal, checksum.verify, models.checkpoint_digest
+    checksum.seal, checksum.verify, models.checkpoint_digest = (timed(f) for f in originals)
+    lines = []
+    try:
+        for name, fn in (
+            ("saliency job (gradcam, 200 images)", lambda: saliency("gradcam")),
+            ("saliency job (gradient, 200 images)", lambda: saliency("gradient")),
+            ("metrics job (gradcam shard, 200 images)", metrics),
+        ):
+            t_run, t_files = measure(fn)
+            lines.append(
+                f"{name}: {t_run * 1e3:.0f} ms; checksums in it (seal, verify, checkpoint "
+                f"digest) {t_files * 1e3:.2f} ms = {100 * t_files / t_run:.2f} %"
+            )
+    finally:
+        checksum.seal, checksum.verify, models.checkpoint_digest = originals
+    create = h5py.Group.create_dataset
+
+    def without_fletcher(self, *a, **kw):
+        kw.pop("fletcher32", None)
+        return create(self, *a, **kw)
+
+    with_filter = min(measure(lambda: saliency("gradcam"))[0] for _ in range(2))
+    h5py.Group.create_dataset = without_fletcher
+    try:
+        without = min(measure(lambda: saliency("gradcam"))[0] for _ in range(2))
+    finally:
+        h5py.Group.create_dataset = create
+    lines.append(
+        f"saliency job (gradcam) with Fletcher-32 on the maps: {with_filter * 1e3:.0f} ms, "
+        f"without: {without * 1e3:.0f} ms ({100 * (with_filter / without - 1):+.2f} %)"
+    )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
@@ -208,6 +300,7 @@ def main() -> None:
             f"{100 * t_digest / t_load:.1f} % of read_checkpoint ({t_load * 1e3:.1f} ms, digest included)"
         )
         lines += job_lines(tmp, ckpt, args.repeats)
+        lines += file_check_lines(tmp, ckpt, args.repeats)
     try:
         from torchvision.models import resnet50
     except ImportError:
