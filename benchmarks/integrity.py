@@ -46,6 +46,23 @@ def best(fn, repeats: int) -> float:
     return min(times)
 
 
+def accumulating(spent: list[float]):
+    """A decorator that adds each call's wall time to ``spent[0]`` (the time a job
+    spends inside the wrapped functions)."""
+
+    def timed(fn):
+        def wrapper(*a, **kw):
+            tic = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[0] += time.perf_counter() - tic
+
+        return wrapper
+
+    return timed
+
+
 def guard_lines(
     model: torch.nn.Module, t_batch: float, batch: str, t_job: float, n_batches: int, repeats: int
 ) -> list[str]:
@@ -84,16 +101,7 @@ def job_lines(tmp: Path, ckpt: Path, repeats: int) -> list[str]:
         ),
     )
     spent = [0.0]
-
-    def timed(fn):
-        def wrapper(*a, **kw):
-            tic = time.perf_counter()
-            try:
-                return fn(*a, **kw)
-            finally:
-                spent[0] += time.perf_counter() - tic
-
-        return wrapper
+    timed = accumulating(spent)
 
     originals = job.check_unchanged, job.fingerprint
     job.check_unchanged, job.fingerprint = (timed(f) for f in originals)
@@ -153,16 +161,7 @@ def file_check_lines(tmp: Path, ckpt: Path, repeats: int) -> list[str]:
 
     data = tmp / "test.h5"  # written by job_lines
     spent = [0.0]
-
-    def timed(fn):
-        def wrapper(*a, **kw):
-            tic = time.perf_counter()
-            try:
-                return fn(*a, **kw)
-            finally:
-                spent[0] += time.perf_counter() - tic
-
-        return wrapper
+    timed = accumulating(spent)
 
     def saliency(method: str) -> None:
         out = tmp / f"{method}-files.h5"
