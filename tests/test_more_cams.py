@@ -174,10 +174,10 @@ def test_workflow_skips_fullgrad_where_no_bias_is_readable(monkeypatch):
     import cambench.saliency.fullgrad as fullgrad_module
     from cambench.specs import ModelSpec
 
-    real = fullgrad_module.build_model
+    real = fullgrad_module.build_on_meta
     monkeypatch.setattr(
         fullgrad_module,
-        "build_model",
+        "build_on_meta",
         lambda config, *a, **k: (
             _no_bias_net() if config["arch"] == "nobias" else real(config, *a, **k)
         ),

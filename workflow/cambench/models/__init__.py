@@ -100,6 +100,7 @@ __all__ = [
     "ARCH_FACTORIES",
     "Checkpoint",
     "build_model",
+    "build_on_meta",
     "check_model_config",
     "file_sha256",
     "load_checkpoint",
@@ -252,6 +253,22 @@ def build_model(
     elif weights and load_weights_from_config:
         load_weights(model, arch, weights, head)
     return model
+
+
+def build_on_meta(model_config: dict[str, Any], num_classes: int | None = None) -> nn.Module | None:
+    """The model a config entry builds, on PyTorch's meta device (no weights, no memory,
+    no compute) and in eval mode, for config-time decisions about its structure (layer
+    paths and shapes, attention blocks, bias layers); ``None`` when it cannot be built
+    there (its weights file is read at build time, an operation without a meta kernel),
+    and the job decides instead. ``num_classes``: the config's, else 10 (the head's
+    width changes no such decision)."""
+    classes = int(num_classes or model_config.get("num_classes") or 10)
+    try:
+        with torch.device("meta"):
+            model = build_model(model_config, classes, load_weights_from_config=False)
+    except Exception:  # noqa: BLE001  (whatever fails here, the job meets it with its files)
+        return None
+    return model.eval()
 
 
 def checkpoint_digest(payload: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from cambench.models import build_model
+from cambench.models import build_on_meta
 from cambench.models.layers import check_layer_size, map_shape, resolve_layer
 
 
@@ -28,11 +28,8 @@ def check_target_layer(
     ``image_size``; ``None`` when the model cannot be built on the meta device. A
     ValueError names ``models.<name>.layer``."""
     where = f"config key 'models.{name}.layer'"
-    try:
-        with torch.device("meta"):
-            model = build_model(model_config, num_classes, load_weights_from_config=False)
-        model.eval()
-    except Exception:  # noqa: BLE001  (the saliency job checks what cannot be built here)
+    model = build_on_meta(model_config, num_classes)
+    if model is None:  # the saliency job checks what cannot be built here
         return None
     layer = model_config.get("layer") or None
     example = torch.empty(1, 3, image_size, image_size, device="meta")
