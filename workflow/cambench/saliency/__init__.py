@@ -132,7 +132,8 @@ def explain(
     (``"channels_first"``, ``"channels_last"`` or ``"tokens"``) forces one instead.
     The model's mode, hooks and ``requires_grad`` flags are left as found.
     """
-    return explain_with_flags(method, model, images, targets, layer, layout, **params)[0]
+    spec, raw, size = _raw_scores(method, model, images, targets, layer, layout, params)
+    return finalize_maps(raw, size, relu=spec.relu)
 
 
 def explain_with_flags(
@@ -147,6 +148,21 @@ def explain_with_flags(
     """:func:`explain`'s maps and, per image, whether its map is degenerate: (B,) uint8
     codes of :func:`cambench.saliency.degenerate.classify` (0 fine, 1 all zero,
     2 constant), from the raw scores before normalization hides it."""
+    spec, raw, size = _raw_scores(method, model, images, targets, layer, layout, params)
+    return finalize_maps(raw, size, relu=spec.relu), degenerate.classify(raw, relu=spec.relu)
+
+
+def _raw_scores(
+    method: str | MethodFn,
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    layer: str | nn.Module | None,
+    layout: str | None,
+    params: dict[str, Any],
+) -> tuple[Method, torch.Tensor, tuple[int, int]]:
+    """The method, its checked raw scores (B, h, w) and the images' (H, W): the inputs
+    checked as :func:`explain` documents, the method run with the model frozen."""
     spec, params = _method_and_params(method, params)
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(
@@ -177,5 +193,4 @@ def explain_with_flags(
     with frozen_eval(model), forced_layout(target_layer, layout):
         raw = spec(model, images, targets, target_layer, **params)
     _check_raw(raw, images.shape[0], spec)
-    maps = finalize_maps(raw, tuple(images.shape[-2:]), relu=spec.relu)
-    return maps, degenerate.classify(raw, relu=spec.relu)
+    return spec, raw, tuple(images.shape[-2:])
