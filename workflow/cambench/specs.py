@@ -192,17 +192,43 @@ class ModelSpec:
 
 
 def _check_attention_methods(models: dict[str, ModelSpec], methods: dict[str, Any]) -> None:
-    """ValueError naming ``methods.<name>`` and the models when an attention method
-    applies to none of them (a CNN has no attention blocks); where some models are
-    ViT-style, the others' pairs are skipped like ``cam`` on CA-Stream."""
+    """ValueError naming ``methods.<name>`` and the models when an attention method (or
+    ``fullgrad``) applies to none of them (a CNN has no attention blocks; FullGrad needs
+    a conv/BN bias); where some models fit, the others' pairs are skipped like ``cam``
+    on CA-Stream."""
+    needs = {
+        **{
+            m: "attention methods need a ViT-style model with a class token and attention "
+            "blocks (torchvision VisionTransformer, timm ViT/DeiT)"
+            for m in ATTENTION_METHODS
+        },
+        "fullgrad": "fullgrad needs bias terms it reads from nn.Conv2d or nn.BatchNorm2d layers",
+    }
     for method in methods:
-        if method in ATTENTION_METHODS and not any(m.applies(method) for m in models.values()):
+        if method in needs and not any(m.applies(method) for m in models.values()):
             described = ", ".join(f"{n} ({m.kind} {m.arch})" for n, m in models.items())
             raise ValueError(
-                f"config key 'methods.{method}': attention methods need a ViT-style model "
-                "with a class token and attention blocks (torchvision VisionTransformer, "
-                f"timm ViT/DeiT); none of the models has them: {described}"
+                f"config key 'methods.{method}': {needs[method]}; none of the models has "
+                f"them: {described}"
             )
+
+
+def _check_image_size(methods: dict[str, dict[str, Any]], image_size: int) -> None:
+    """ValueError naming ``methods.<name>.<param>`` when a parameter does not fit the
+    dataset's ``image_size`` × ``image_size`` images (an occlusion window larger than
+    the image), before any job runs instead of in every saliency job."""
+    from cambench.saliency.attribution import check_occlusion_fits
+    from cambench.saliency.registry import ParamError
+
+    for name, params in methods.items():
+        if name != "occlusion":
+            continue
+        try:
+            check_occlusion_fits(params, image_size, image_size)
+        except ParamError as err:
+            raise ValueError(
+                f"config key 'methods.{name}.{err.param}': {err.message} (dataset.image_size)"
+            ) from None
 
 
 def _model_spec(name: str, entry: dict[str, Any], models: dict[str, Any]) -> ModelSpec:
@@ -313,12 +339,95 @@ class MetricsSpec:
 
 
 @dataclass(frozen=True)
+class DataRandomizationSpec:
+    """``sanity.data_randomization``: retrain ``model``'s architecture on permuted labels
+    (permutation seed ``seed``; ``epochs`` or the model's own) and compare ``methods``'
+    maps of the first ``n_images`` test images on both models."""
+
+    model: str
+    methods: tuple[str, ...]
+    n_images: int
+    epochs: int | None
+    seed: int
+
+
+@dataclass(frozen=True)
 class SanitySpec:
     randomization: bool
     methods: tuple[str, ...]
     n_images: int
     seed: int
     threshold: float
+    data_randomization: DataRandomizationSpec | None = None
+
+
+@dataclass(frozen=True)
+class RoarSpec:
+    """The ``protocols.roar`` block: ROAR/KAR retrains (:mod:`cambench.jobs.roar`)."""
+
+    models: tuple[str, ...]
+    methods: tuple[str, ...]
+    fractions: tuple[float, ...]
+    modes: tuple[str, ...]
+    imputation: str
+    noise: float
+    seeds: int
+    shards: int
+
+    def retrains(self) -> list[tuple[str, str, str, float, int]]:
+        """Every (model, mode, method, fraction, seed) retrain, in config order."""
+        return [
+            (model, mode, method, fraction, seed)
+            for model in self.models
+            for mode in self.modes
+            for method in self.methods
+            for fraction in self.fractions
+            for seed in range(self.seeds)
+        ]
+
+
+def _roar_spec(
+    block: dict[str, Any] | None, models: dict[str, ModelSpec], methods: dict
+) -> RoarSpec | None:
+    """The ROAR spec of a validated ``protocols.roar`` block (``None`` when absent);
+    ValueError naming the key for a model or method that is not configured, a model
+    that is not trained from scratch, or a method that does not apply to a model."""
+    if not block:
+        return None
+    for name in block["models"]:
+        if name not in models:
+            raise ValueError(
+                f"config key 'protocols.roar.models': {name!r} is not a configured model "
+                f"({', '.join(models)})"
+            )
+        if models[name].kind not in ("baseline", "gradalign"):
+            raise ValueError(
+                f"config key 'protocols.roar.models': {name!r} is a {models[name].kind} "
+                "model; ROAR retrains from scratch, which only baseline and gradalign "
+                "models do"
+            )
+    for method in block["methods"]:
+        if method not in methods:
+            raise ValueError(
+                f"config key 'protocols.roar.methods': {method!r} is not a configured "
+                f"method ({', '.join(methods)})"
+            )
+        for name in block["models"]:
+            if not models[name].applies(method):
+                raise ValueError(
+                    f"config key 'protocols.roar.methods': {method!r} does not apply to "
+                    f"model {name!r}"
+                )
+    return RoarSpec(
+        models=tuple(block["models"]),
+        methods=tuple(block["methods"]),
+        fractions=tuple(float(f) for f in block["fractions"]),
+        modes=tuple(block.get("modes") or ("roar",)),
+        imputation=block.get("imputation", "mean"),
+        noise=float(block.get("noise", 0.01)),
+        seeds=int(block.get("seeds", 1)),
+        shards=int(block.get("shards", 1)),
+    )
 
 
 @dataclass(frozen=True)
@@ -335,6 +444,7 @@ class Experiment:
     metrics: MetricsSpec
     sanity: SanitySpec
     grid_images: int
+    roar: RoarSpec | None = None
 
     def methods_for(self, model: str) -> list[str]:
         """The configured methods that apply to ``model``, in config order."""
@@ -346,6 +456,11 @@ class Experiment:
 
     def sanity_pairs(self) -> list[tuple[str, str]]:
         return [pair for pair in self.pairs() if pair[1] in self.sanity.methods]
+
+    def data_randomization_pairs(self) -> list[tuple[str, str]]:
+        """(model, method) of the data randomization check (none when it is off)."""
+        d = self.sanity.data_randomization
+        return [] if d is None else [(d.model, m) for m in d.methods]
 
 
 def _method_params(methods: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -378,6 +493,68 @@ def _method_params(methods: dict[str, Any]) -> dict[str, dict[str, Any]]:
                     f"{type(default).__name__} like the default {default!r}, got {value!r}"
                 )
     return out
+
+
+def dataset_has_masks(dataset: dict[str, Any]) -> bool:
+    """Whether the configured dataset stores object masks: the synthetic shapes, and an
+    image folder with ``boxes`` (CIFAR has none)."""
+    name = dataset.get("name", "shapes")
+    return name == "shapes" or (name == "imagefolder" and bool(dataset.get("boxes")))
+
+
+def _check_mask_methods(methods: dict[str, Any], dataset: dict[str, Any]) -> None:
+    """ValueError naming ``methods.<name>`` for a method that reads object masks
+    (``mask_oracle``) on a dataset without them."""
+    from cambench.saliency import METHODS
+
+    for name in methods:
+        if METHODS[name].needs_masks and not dataset_has_masks(dataset):
+            raise ValueError(
+                f"config key 'methods.{name}': the method reads the images' object masks, "
+                f"but dataset {dataset.get('name')!r} has none (only shapes, and imagefolder "
+                "with dataset.boxes, have masks)"
+            )
+
+
+def _data_randomization(
+    d: dict[str, Any] | None,
+    models: dict[str, ModelSpec],
+    methods: dict[str, Any],
+    available: int | None,
+) -> DataRandomizationSpec | None:
+    """The checked ``sanity.data_randomization`` block (``None`` when absent)."""
+    if d is None:
+        return None
+    key = "config key 'sanity.data_randomization"
+    model = d.get("model")
+    if model not in models:
+        raise ValueError(
+            f"{key}.model': {model!r} is not a configured model ({', '.join(models)})"
+        )
+    if models[model].kind in ("pretrained", "castream"):
+        raise ValueError(
+            f"{key}.model': {model!r} is a {models[model].kind} model; the check retrains "
+            "a whole model on permuted labels (a baseline or gradalign model)"
+        )
+    chosen = tuple(d.get("methods") or [m for m in methods if models[model].applies(m)])
+    for method in chosen:
+        if method not in methods:
+            raise ValueError(
+                f"{key}.methods': {method!r} is not a configured method ({', '.join(methods)})"
+            )
+        if not models[model].applies(method):
+            raise ValueError(f"{key}.methods': {method!r} does not apply to model {model!r}")
+    n_images = int(d.get("n_images", 32))
+    if n_images < 1:
+        raise ValueError(f"{key}.n_images': must be at least 1, got {n_images}")
+    if available is not None and n_images > available:
+        raise ValueError(
+            f"{key}.n_images': {n_images} images, but the test split holds {available}"
+        )
+    epochs = d.get("epochs")
+    return DataRandomizationSpec(
+        model, chosen, n_images, None if epochs is None else int(epochs), int(d.get("seed", 0))
+    )
 
 
 def _same_type(value: Any, default: Any) -> bool:
@@ -425,7 +602,9 @@ def parse_config(config: dict[str, Any]) -> Experiment:
                 }
             check_target_layer(name, completed, classes, image_size)
     _check_attention_methods(models, methods)
+    _check_image_size(methods, image_size)
     dataset = config["dataset"]
+    _check_mask_methods(methods, dataset)
     root = dataset.get("root")
     if (
         dataset["name"] != "shapes"
@@ -491,6 +670,7 @@ def parse_config(config: dict[str, Any]) -> Experiment:
         int(s["n_images"]),
         int(s["seed"]),
         float(s["threshold"]),
+        _data_randomization(s.get("data_randomization"), models, methods, available),
     )
     return Experiment(
         name=config["experiment"],
@@ -503,6 +683,7 @@ def parse_config(config: dict[str, Any]) -> Experiment:
         metrics=metrics,
         sanity=sanity,
         grid_images=int(config["plots"]["grid_images"]),
+        roar=_roar_spec((config.get("protocols") or {}).get("roar"), models, methods),
     )
 
 

@@ -274,6 +274,14 @@ def _check_occlusion(params: dict[str, Any]) -> None:
     check_int(params, "batch_size", 1)
 
 
+def check_occlusion_fits(params: dict[str, Any], height: int, width: int) -> None:
+    """ParamError naming ``window`` when the occlusion square exceeds ``height × width``
+    images (its stride cannot, being at most the window): the config parser calls it
+    with ``dataset.image_size``, the method itself with its images' size."""
+    if params["window"] > min(height, width):
+        raise ParamError("window", f"{params['window']} exceeds the {height}x{width} images")
+
+
 @register(
     "occlusion",
     defaults={"window": 8, "stride": 4, "fill": 0.5, "score": "probability", "batch_size": 256},
@@ -314,10 +322,10 @@ def occlusion(
     torch.Size([2, 32, 32])
     """
     h, w = images.shape[-2:]
-    if window > min(h, w):
-        raise ValueError(
-            f"occlusion window {window} (methods.occlusion.window) exceeds the {h}x{w} images"
-        )
+    try:
+        check_occlusion_fits({"window": window}, h, w)
+    except ParamError as err:
+        raise ValueError(f"occlusion window (methods.occlusion.window): {err.message}") from None
     rows_mask = occlusion_windows(h, window, stride, images.device).to(images.dtype)
     cols_mask = occlusion_windows(w, window, stride, images.device).to(images.dtype)
     n_cols = len(cols_mask)
