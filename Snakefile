@@ -14,6 +14,8 @@ include: "rules/train.smk"
 include: "rules/convert.smk"
 include: "rules/saliency.smk"
 include: "rules/metrics.smk"
+include: "rules/datarand.smk"
+include: "rules/roar.smk"
 include: "rules/plots.smk"
 
 
@@ -43,3 +45,4 @@ rule all:
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/summary.md",
         PLOTS,
+        ROAR_TARGETS,

@@ -127,14 +127,26 @@ DATASET_JSON = as_json(preparation_config(EXP.dataset))
 AUGMENT_JSON = as_json(resolve_augment(EXP.dataset))
 
 
+def registered_method(wildcards):
+    """The method a `methods:` entry runs (its `method:` key; by default its label)."""
+    return EXP.method_of(wildcards.method)
+
+
 def method_json(wildcards):
-    return as_json(EXP.methods[wildcards.method])
+    """The entry's parameters; a variant's (label != method) also carry the method it
+    runs under "method", which the jobs take out (the default run's stay as they were).
+    """
+    params, method = EXP.methods[wildcards.method], registered_method(wildcards)
+    return as_json(
+        params if method == wildcards.method else {**params, "method": method}
+    )
 
 
 def saliency_code(wildcards):
     """Digest of the code that computes this method's maps (Snakemake does not
-    track imported modules; a changed digest is a changed param: a rerun)."""
-    return stage_digest("saliency", wildcards.method)
+    track imported modules; a changed digest is a changed param: a rerun): the
+    registered method's, whatever the entry's label."""
+    return stage_digest("saliency", registered_method(wildcards))
 
 
 def model_layer(wildcards):
@@ -152,6 +164,12 @@ def expected_saliency(wildcards):
             "shards": EXP.eval.shards,
             "n_images": EXP.eval.n_images,
         }
+        # a variant's file also records the method it ran (absent in the default run)
+        | (
+            {"registered_method": registered_method(wildcards)}
+            if registered_method(wildcards) != wildcards.method
+            else {}
+        )
     )
 
 
@@ -172,6 +190,22 @@ def per_pair(pattern, shards=SHARDS):
 RANDOMIZATION_CSVS = [
     f"{RESULTS}/sanity/{model}/{method}.csv" for model, method in EXP.sanity_pairs()
 ]
+# The data randomization check (rules/datarand.smk; none when sanity.data_randomization
+# is absent): per method a one-row CSV and an example file for the figure.
+DATARAND = EXP.sanity.data_randomization
+DATARAND_CSVS = [
+    f"{RESULTS}/sanity/data-randomization/{model}/{method}.csv"
+    for model, method in EXP.data_randomization_pairs()
+]
+DATARAND_EXAMPLES = [p.removesuffix(".csv") + ".npz" for p in DATARAND_CSVS]
+# The summarize command's extra argument: empty (the command unchanged) when it is off.
+DATARAND_SUMMARY_ARG = (
+    " --data-randomization {input.data_randomization:q}" if DATARAND_CSVS else ""
+)
+# ROAR/KAR (rules/roar.smk; none when protocols.roar is absent): its section of the
+# summary, and the summarize command's extra argument (empty when it is off).
+ROAR_SUMMARY = [f"{RESULTS}/roar.md"] if EXP.roar else []
+ROAR_SUMMARY_ARG = " --roar {input.roar:q}" if ROAR_SUMMARY else ""
 COMPARISON_PAIRS = as_json(reference_pairs(EXP.models))
 METRICS_SETTINGS = as_json(EXP.metrics.job_settings())
 # What the summary checks every input against (a restored copy of old results fails).
@@ -189,11 +223,14 @@ STATISTICS = as_json(statistics_dict(EXP.metrics.statistics))
 EXPERIMENT_FIGURES = {
     "summary_heatmap": [f"{RESULTS}/summary.csv"],
     "metric_bars": [f"{RESULTS}/summary.csv"],
+    "rank_heatmap": [f"{RESULTS}/ranks.csv"],
 }
 if TRAINED:  # training curves: converted models have none
     EXPERIMENT_FIGURES["training"] = [f"{RESULTS}/models/{m}.json" for m in TRAINED]
 if RANDOMIZATION_CSVS:
     EXPERIMENT_FIGURES["randomization"] = RANDOMIZATION_CSVS
+if DATARAND_EXAMPLES:
+    EXPERIMENT_FIGURES["data_randomization"] = DATARAND_EXAMPLES
 MODEL_FIGURES = {
     "curves": f"{RESULTS}/metrics/{{model}}/{{method}}/shard-{{shard}}.npz",
     "distributions": f"{RESULTS}/metrics/{{model}}/{{method}}/shard-{{shard}}.csv",
@@ -220,8 +257,8 @@ _SECTIONS = [
     ("Training", ["training"]),
     ("Saliency maps", ["saliency_grid"]),
     ("Metrics", ["metric_bars", "curves", "distributions"]),
-    ("Tables", ["summary_heatmap"]),
-    ("Sanity check", ["randomization"]),
+    ("Tables", ["summary_heatmap", "rank_heatmap"]),
+    ("Sanity check", ["randomization", "data_randomization"]),
 ]
 _PRESENT = [
     (title, figures)
@@ -281,7 +318,10 @@ NO_FORWARD_METHODS = ("fakecam", "random")
 
 
 def saliency_gpus(wildcards):
-    cheap = wildcards.method in NO_FORWARD_METHODS and EXP.eval.target == "label"
+    cheap = (
+        registered_method(wildcards) in NO_FORWARD_METHODS
+        and EXP.eval.target == "label"
+    )
     return 0 if cheap and EXP.device == "auto" else GPU
 
 

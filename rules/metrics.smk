@@ -53,7 +53,7 @@ rule randomization:
         runtime=120,
         gpu=GPU,
     params:
-        code=lambda w: stage_digest("sanity", w.method),
+        code=lambda w: stage_digest("sanity", registered_method(w)),
         method=method_json,
         layer=model_layer,
         n_images=EXP.sanity.n_images,
@@ -78,6 +78,8 @@ rule summarize:
         history=expand(f"{RESULTS}/models/{{model}}.json", model=MODELS),
         checkpoints=expand(f"{RESULTS}/models/{{model}}.pt", model=MODELS),
         randomization=RANDOMIZATION_CSVS,
+        data_randomization=DATARAND_CSVS,
+        roar=ROAR_SUMMARY,
     output:
         csv=report(
             f"{RESULTS}/summary.csv",
@@ -95,6 +97,12 @@ rule summarize:
         ),
         comparison_md=f"{RESULTS}/comparison.md",
         comparison_tex=f"{RESULTS}/comparison.tex",
+        ranks=report(
+            f"{RESULTS}/ranks.csv",
+            caption="../workflow/report/rank_table.rst",
+            category=REPORT_SECTIONS["Tables"],
+            labels={"table": "ranks across metrics"},
+        ),
     log:
         f"{LOGS}/summarize.log",
     benchmark:
@@ -115,6 +123,8 @@ rule summarize:
         "python -m cambench summarize --csv {input.csv:q} --history {input.history:q} --experiment {params.experiment:q}"
         " --checkpoints {input.checkpoints:q} --expect {params.expect:q}"
         " --pairs {params.pairs:q} --statistics {params.statistics:q} --randomization {input.randomization:q}"
-        " --out-csv {output.csv:q} --out-md {output.md:q} --out-tex {output.tex:q}"
+        + DATARAND_SUMMARY_ARG
+        + ROAR_SUMMARY_ARG
+        + " --out-csv {output.csv:q} --out-md {output.md:q} --out-tex {output.tex:q}"
         " --comparison-csv {output.comparison_csv:q} --comparison-md {output.comparison_md:q}"
-        " --comparison-tex {output.comparison_tex:q} > {log:q} 2>&1"
+        " --comparison-tex {output.comparison_tex:q} --ranks-csv {output.ranks:q} > {log:q} 2>&1"

@@ -2,8 +2,9 @@
 figure applies (no torch, no matplotlib: the summary and the plots both read it).
 
 A row may be bold only if its method explains the model: never a sanity baseline
-(``fakecam``, ``random``), never a method the randomization check flags
-(``model_independent``), never a model × method with degenerate maps (all zero or
+(``fakecam``, ``random``, and the ground-truth reference ``mask_oracle``), never a
+method a randomization check flags (``model_independent`` from the parameter check,
+``data_independent`` from the data check), never a model × method with degenerate maps (all zero or
 constant; ``degenerate_maps`` > 0). Within a column the best value is bold — all of
 the ties at the displayed precision — unless every value ties, when none is.
 
@@ -20,7 +21,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-SANITY_BASELINES = ("fakecam", "random")
+SANITY_BASELINES = ("fakecam", "random", "mask_oracle")
+# References the summary's text names only when they were run (the others it always
+# names, as it did before they existed).
+REFERENCE_BASELINES = ("mask_oracle",)
 
 
 def best_mask(values: Sequence[float], lower_is_better: bool, digits: int = 1) -> np.ndarray:
@@ -35,9 +39,13 @@ def best_mask(values: Sequence[float], lower_is_better: bool, digits: int = 1) -
 
 
 def flagged(summary: pd.DataFrame) -> np.ndarray:
-    """Rows the randomization check flags as model-independent (†)."""
-    column = summary.get("model_independent", pd.Series(False, index=summary.index))
-    return column.astype("boolean").fillna(False).to_numpy(dtype=bool)
+    """Rows a randomization check flags (†): model-independent (parameter check) or
+    data-independent (data check)."""
+    out = np.zeros(len(summary), dtype=bool)
+    for name in ("model_independent", "data_independent"):
+        column = summary.get(name, pd.Series(False, index=summary.index))
+        out |= column.astype("boolean").fillna(False).to_numpy(dtype=bool)
+    return out
 
 
 def degenerate(summary: pd.DataFrame) -> np.ndarray:
@@ -46,7 +54,16 @@ def degenerate(summary: pd.DataFrame) -> np.ndarray:
     return column.fillna(0).to_numpy(dtype=float) > 0
 
 
+def registered_methods(summary: pd.DataFrame) -> pd.Series:
+    """The method each row ran: its ``registered_method`` where a ``methods:`` entry's
+    label differs from it (a variant, ``random_2: {method: random}``), else ``method``."""
+    method = summary["method"].astype(str)
+    if "registered_method" not in summary.columns:
+        return method
+    return summary["registered_method"].where(summary["registered_method"].notna(), method)
+
+
 def rankable(summary: pd.DataFrame) -> np.ndarray:
     """Rows that may be marked best or ranked (see the module's docstring)."""
-    baseline = summary["method"].isin(SANITY_BASELINES).to_numpy()
+    baseline = registered_methods(summary).isin(SANITY_BASELINES).to_numpy()
     return ~flagged(summary) & ~baseline & ~degenerate(summary)

@@ -26,6 +26,16 @@ def _json(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not valid JSON: {text!r} ({err})") from err
 
 
+def _count_or_all(text: str) -> int | None:
+    """An image count, or ``all`` (``None``: the whole split)."""
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or 'all', got {text!r}") from None
+
+
 def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", required=True, help="auto (CUDA when present), cpu or cuda[:N]")
     p.add_argument(
@@ -62,6 +72,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         augment=args.augment,
         resume=not args.no_resume,
         progress=not args.no_progress,
+        permute_labels=args.permute_labels,
     )
     train.run(job, _runtime(args), args.threads, lambda threads: _train_argv(args, threads))
 
@@ -86,6 +97,8 @@ def _train_argv(args: argparse.Namespace, threads: int) -> list[str]:
     ]
     if args.augment is not None:
         argv.append(f"--augment={json.dumps(args.augment)}")
+    if args.permute_labels is not None:
+        argv.append(f"--permute-labels={args.permute_labels}")
     if args.no_resume:
         argv.append("--no-resume")
     if args.no_progress:
@@ -165,6 +178,9 @@ def cmd_summarize(args: argparse.Namespace) -> None:
         args.comparison_tex,
         expected=args.expect,
         checkpoint_paths=args.checkpoints,
+        ranks_csv=args.ranks_csv,
+        data_randomization_paths=args.data_randomization,
+        roar_paths=args.roar,
     )
 
 
@@ -189,11 +205,69 @@ def cmd_randomization(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_data_randomization(args: argparse.Namespace) -> None:
+    from cambench.jobs import datarand
+
+    datarand.run(
+        args.model,
+        args.randomized_model,
+        args.randomized_history,
+        args.data,
+        args.out,
+        args.out_examples,
+        method=args.method,
+        params=args.params,
+        layer=args.layer or None,
+        n_images=args.n_images,
+        target=args.target,
+        batch_size=args.batch_size,
+        device=_runtime(args),
+        model_name=args.model_name,
+        seed=args.seed,
+        threshold=args.threshold,
+        statistics=args.statistics,
+    )
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
     from cambench.jobs import plot
 
     plot.run(
         args.figure, args.inputs, args.out, args.title, args.data, args.n_images, args.threshold
+    )
+
+
+def cmd_roar_retrain(args: argparse.Namespace) -> None:
+    from cambench.jobs import roar
+    from cambench.specs import check_model_entry
+
+    job = roar.RetrainJob(
+        name=args.name,
+        model_config=check_model_entry(args.name, args.model),
+        train_path=args.train,
+        test_path=args.test,
+        model_path=args.checkpoint,
+        train_maps=args.train_maps,
+        test_maps=args.test_maps,
+        method=args.method,
+        mode=args.mode,
+        fraction=args.fraction,
+        seed=args.seed,
+        imputation=args.imputation,
+        noise=args.noise,
+        augment=args.augment,
+        out=args.out,
+        resume=not args.no_resume,
+        progress=not args.no_progress,
+    )
+    roar.retrain(job, _runtime(args))
+
+
+def cmd_roar_aggregate(args: argparse.Namespace) -> None:
+    from cambench.jobs import roar
+
+    roar.aggregate(
+        args.records, args.history, args.out_csv, args.out_areas, args.out_md, args.out_png
     )
 
 
@@ -223,8 +297,11 @@ EXAMPLES = {
     "convert": """cambench convert --test data/test.h5 --model '{"kind": "pretrained", "arch": "torchvision:resnet18", "weights": "resnet18.pth", "num_classes": 1000}' --name resnet18 --batch-size 64 --out-model resnet18.pt --out-history resnet18.json --device cpu --threads 2""",
     "saliency": """cambench saliency --model baseline.pt --model-name baseline --data data/test.h5 --method gradcam --params '{}' --n-images 64 --shards 1 --shard 0 --batch-size 32 --target label --out gradcam.h5 --device cpu --threads 1""",
     "metrics": """cambench metrics --model baseline.pt --model-name baseline --data data/test.h5 --saliency gradcam.h5 --metrics '{"protocol": "custom", "steps": 16, "insertion_substrate": "blur", "deletion_substrate": "black", "blur_sigma": 5.0, "blur_kernel": 11, "forward_batch_size": 512, "pointing_tolerance": 0}' --batch-size 64 --out-csv gradcam.csv --out-curves gradcam.npz --device cpu --threads 1""",
-    "summarize": """cambench summarize --csv results/shapes/metrics/*/*/shard-*.csv --history results/shapes/models/*.json --experiment shapes --pairs '[]' --statistics '{"resamples": 1000, "confidence": 0.95, "seed": 0}' --out-csv summary.csv --out-md summary.md --out-tex summary.tex --comparison-csv comparison.csv --comparison-md comparison.md --comparison-tex comparison.tex""",
+    "summarize": """cambench summarize --csv results/shapes/metrics/*/*/shard-*.csv --history results/shapes/models/*.json --experiment shapes --pairs '[]' --statistics '{"resamples": 1000, "confidence": 0.95, "seed": 0}' --out-csv summary.csv --out-md summary.md --out-tex summary.tex --comparison-csv comparison.csv --comparison-md comparison.md --comparison-tex comparison.tex --ranks-csv ranks.csv""",
     "randomization": """cambench randomization --model baseline.pt --model-name baseline --data data/test.h5 --method gradcam --params '{}' --n-images 32 --target label --batch-size 32 --seed 0 --statistics '{"resamples": 1000, "confidence": 0.95}' --threshold 0.99 --out gradcam.csv --device cpu --threads 1""",
+    "data-randomization": """cambench data-randomization --model baseline.pt --randomized-model baseline-datarand.pt --randomized-history baseline-datarand.json --model-name baseline --data data/test.h5 --method gradcam --params '{}' --n-images 32 --target label --batch-size 32 --seed 0 --statistics '{"resamples": 1000, "confidence": 0.95, "seed": 0}' --threshold 0.99 --out gradcam.csv --out-examples gradcam.npz --device cpu --threads 1""",
+    "roar-retrain": """cambench roar-retrain --train data/train.h5 --test data/test.h5 --checkpoint baseline.pt --model '{"kind": "baseline", "arch": "resnet_small", "epochs": 2}' --name baseline --train-maps train-gradcam.h5 --test-maps test-gradcam.h5 --method gradcam --mode roar --fraction 0.5 --seed 0 --imputation mean --noise 0.01 --out roar-gradcam-0.5-0.json --device cpu --threads 2""",
+    "roar-aggregate": """cambench roar-aggregate --records results/roar/roar/*/*/*/*/seed-*.json --history results/roar/models/baseline.json --out-csv roar.csv --out-areas roar_auc.csv --out-md roar.md --out-png roar.png""",
     "plot": "cambench plot summary_heatmap results/shapes/summary.csv --out heatmap.png",
     "cache": "cambench cache inspect results/shapes/saliency/baseline/gradcam/shard-0.h5",
     "list": "cambench list methods",
@@ -301,6 +378,15 @@ def build_parser() -> argparse.ArgumentParser:
         "saved there after every epoch, an interrupted run continues from it, and it is "
         "deleted when the outputs are written)",
     )
+    p.add_argument(
+        "--permute-labels",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="train on the train split's labels permuted with this seed (the data "
+        "randomization sanity check); the history records the seed and the accuracy on "
+        "the permuted training labels (train_acc)",
+    )
     _add_runtime(p)
     p.set_defaults(func=cmd_train)
 
@@ -331,7 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--params", type=_json, required=True, help="method parameters, as JSON")
     p.add_argument("--layer", default="", help="dotted target layer path (default: the model's)")
-    p.add_argument("--n-images", type=int, required=True, help="explain the first N test images")
+    p.add_argument(
+        "--n-images",
+        type=_count_or_all,
+        required=True,
+        help="explain the first N images of the split (all: every image)",
+    )
     p.add_argument("--shards", type=int, required=True, help="split them into this many shards")
     p.add_argument("--shard", type=int, required=True, help="this job's shard (0-based)")
     p.add_argument("--batch-size", type=int, required=True)
@@ -396,6 +487,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--randomization", nargs="*", default=[], help="randomization sanity-check CSVs")
     p.add_argument(
+        "--roar", nargs="*", default=[], help="the ROAR/KAR section (roar.md of roar-aggregate)"
+    )
+    p.add_argument(
+        "--data-randomization",
+        nargs="*",
+        default=[],
+        help="data randomization sanity-check CSVs (cambench data-randomization)",
+    )
+    p.add_argument(
         "--statistics",
         type=_json,
         required=True,
@@ -410,6 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
         "comparison-tex",
     ):
         p.add_argument(f"--{option}", required=True)
+    p.add_argument(
+        "--ranks-csv",
+        help="also write the rank table across metrics (a section of --out-md) as CSV",
+    )
     p.set_defaults(func=cmd_summarize)
 
     p = sub.add_parser(
@@ -443,10 +547,91 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime(p)
     p.set_defaults(func=cmd_randomization)
 
+    p = sub.add_parser(
+        "data-randomization",
+        help="data randomization sanity check of one method: its maps on a model and on "
+        "the same architecture trained on permuted labels",
+    )
+    p.add_argument("--model", required=True, help="the trained checkpoint (.pt)")
+    p.add_argument(
+        "--randomized-model", required=True, help="its permuted-label twin (train --permute-labels)"
+    )
+    p.add_argument(
+        "--randomized-history", required=True, help="the twin's history (.json): accuracies, seed"
+    )
+    p.add_argument("--model-name", required=True, help="the model's name in the config")
+    p.add_argument("--data", required=True, help="test split (.h5): its first --n-images images")
+    p.add_argument("--method", required=True, help="a registered saliency method")
+    p.add_argument("--params", type=_json, required=True, help="method parameters, as JSON")
+    p.add_argument("--layer", default="", help="dotted target layer path (default: the model's)")
+    p.add_argument("--n-images", type=int, required=True)
+    p.add_argument("--target", choices=["label", "predicted"], required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True, help="the label permutation's seed")
+    p.add_argument(
+        "--statistics",
+        type=_json,
+        required=True,
+        help='bootstrap settings, as JSON: {"resamples": 1000, "confidence": 0.95, "seed": 0}',
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        required=True,
+        help="flag the method as data-independent when its mean Spearman correlation is "
+        "at or above this",
+    )
+    p.add_argument("--out", required=True, help="CSV, one row")
+    p.add_argument("--out-examples", required=True, help=".npz of example maps for the figure")
+    _add_runtime(p)
+    p.set_defaults(func=cmd_data_randomization)
+
+    p = sub.add_parser(
+        "roar-retrain",
+        help="ROAR/KAR: retrain a model's recipe from scratch on images degraded by a "
+        "method's maps at one fraction, and record its accuracy on the degraded test split",
+    )
+    p.add_argument("--train", required=True, help="train split (.h5)")
+    p.add_argument("--test", required=True, help="test split (.h5)")
+    p.add_argument("--checkpoint", required=True, help="the model whose maps degrade the data")
+    p.add_argument("--model", type=_json, required=True, help="the model's config entry, as JSON")
+    p.add_argument("--name", required=True, help="the model's name in the config")
+    p.add_argument(
+        "--train-maps", nargs="+", required=True, help="maps of the train split, shards in order"
+    )
+    p.add_argument(
+        "--test-maps", nargs="+", required=True, help="maps of the test split, shards in order"
+    )
+    p.add_argument("--method", required=True, help="the method that made the maps")
+    p.add_argument("--mode", choices=["roar", "kar"], required=True)
+    p.add_argument("--fraction", type=float, required=True, help="in (0, 1)")
+    p.add_argument("--seed", type=int, required=True, help="retrain k (seed: the model's + 1 + k)")
+    p.add_argument("--imputation", choices=["mean", "noisy_linear"], required=True)
+    p.add_argument("--noise", type=float, required=True, help="noisy_linear: noise std")
+    p.add_argument(
+        "--augment", type=_json, default=None, help="the dataset's augment mapping, as JSON"
+    )
+    p.add_argument("--out", required=True, help="the record (.json)")
+    p.add_argument("--no-resume", action="store_true", help="ignore a per-epoch resume file")
+    _add_runtime(p)
+    p.set_defaults(func=cmd_roar_retrain)
+
+    p = sub.add_parser(
+        "roar-aggregate",
+        help="ROAR/KAR: roar.csv, the areas under the curves with the paired comparison "
+        "with random, their Markdown section and the figure",
+    )
+    p.add_argument("--records", nargs="+", required=True, help="roar-retrain records (.json)")
+    p.add_argument("--history", nargs="+", required=True, help="the models' training histories")
+    for option in ("out-csv", "out-areas", "out-md", "out-png"):
+        p.add_argument(f"--{option}", required=True)
+    p.set_defaults(func=cmd_roar_aggregate)
+
     p = sub.add_parser("plot", help="draw one figure (PNG, and a PDF beside it)")
     p.add_argument(
         "figure",
-        help="summary_heatmap, metric_bars (summary.csv) | training (histories) | randomization "
+        help="summary_heatmap, metric_bars (summary.csv) | rank_heatmap (ranks.csv) | training "
+        "(histories) | randomization "
         "(randomization CSVs) | curves (curve .npz files) | distributions (per-image CSVs) | "
         "saliency_grid (saliency .h5 files and --data)",
     )

@@ -126,6 +126,7 @@ STAGES = {
     "plots": "plot",
     "sanity": "sanity",
     "convert": "convert",
+    "datarand": "datarand",
 }
 
 
@@ -143,7 +144,7 @@ def stage_digest(stage: str, method: str | None = None) -> str:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
     job = importlib.import_module(f"cambench.jobs.{STAGES[stage]}")
-    if stage in ("saliency", "sanity"):
+    if stage in ("saliency", "sanity", "datarand"):
         if method is None:
             raise ValueError(f"the {stage} stage's digest needs the method")
         fn = get_method(method).fn

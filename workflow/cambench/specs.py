@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +191,7 @@ class ModelSpec:
         return True
 
 
-def _check_attention_methods(models: dict[str, ModelSpec], methods: dict[str, Any]) -> None:
+def _check_attention_methods(models: dict[str, ModelSpec], methods: dict[str, str]) -> None:
     """ValueError naming ``methods.<name>`` and the models when an attention method (or
     ``fullgrad``) applies to none of them (a CNN has no attention blocks; FullGrad needs
     a conv/BN bias); where some models fit, the others' pairs are skipped like ``cam``
@@ -204,16 +204,18 @@ def _check_attention_methods(models: dict[str, ModelSpec], methods: dict[str, An
         },
         "fullgrad": "fullgrad needs bias terms it reads from nn.Conv2d or nn.BatchNorm2d layers",
     }
-    for method in methods:
+    for label, method in methods.items():  # label -> registered method
         if method in needs and not any(m.applies(method) for m in models.values()):
             described = ", ".join(f"{n} ({m.kind} {m.arch})" for n, m in models.items())
             raise ValueError(
-                f"config key 'methods.{method}': {needs[method]}; none of the models has "
+                f"config key 'methods.{label}': {needs[method]}; none of the models has "
                 f"them: {described}"
             )
 
 
-def _check_image_size(methods: dict[str, dict[str, Any]], image_size: int) -> None:
+def _check_image_size(
+    methods: dict[str, dict[str, Any]], image_size: int, registered: dict[str, str]
+) -> None:
     """ValueError naming ``methods.<name>.<param>`` when a parameter does not fit the
     dataset's ``image_size`` × ``image_size`` images (an occlusion window larger than
     the image), before any job runs instead of in every saliency job."""
@@ -221,7 +223,7 @@ def _check_image_size(methods: dict[str, dict[str, Any]], image_size: int) -> No
     from cambench.saliency.registry import ParamError
 
     for name, params in methods.items():
-        if name != "occlusion":
+        if registered.get(name, name) != "occlusion":
             continue
         try:
             check_occlusion_fits(params, image_size, image_size)
@@ -445,10 +447,18 @@ class Experiment:
     sanity: SanitySpec
     grid_images: int
     roar: RoarSpec | None = None
+    # label -> registered method, where a `methods:` entry names one (`method:` key)
+    registered: dict[str, str] = field(default_factory=dict)
+
+    def method_of(self, label: str) -> str:
+        """The registered method (or ``captum:``/``pytorch_grad_cam:`` name) that the
+        ``methods:`` entry ``label`` runs: its ``method:`` key, by default the label."""
+        return self.registered.get(label, label)
 
     def methods_for(self, model: str) -> list[str]:
-        """The configured methods that apply to ``model``, in config order."""
-        return [m for m in self.methods if self.models[model].applies(m)]
+        """The configured methods (labels) that apply to ``model``, in config order:
+        applicability follows the registered method, not the label."""
+        return [m for m in self.methods if self.models[model].applies(self.method_of(m))]
 
     def pairs(self) -> list[tuple[str, str]]:
         """Every applicable (model, method)."""
@@ -463,30 +473,51 @@ class Experiment:
         return [] if d is None else [(d.model, m) for m in d.methods]
 
 
+def method_names(methods: dict[str, Any]) -> dict[str, str]:
+    """Each ``methods:`` entry's label -> the method it runs: its ``method:`` key (a
+    registered name or ``captum:<Class>``/``pytorch_grad_cam:<Class>``), by default the
+    label itself (``{opticam_10: {method: opticam, iterations: 10}}``)."""
+    return {label: (entry or {}).get("method", label) for label, entry in methods.items()}
+
+
 def _method_params(methods: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every method's full parameters; unknown names, unknown parameters, values its
-    ``check`` hook refuses and (for a method without one) values of another type than
-    the default's fail naming the key."""
-    from cambench.saliency import METHODS
+    """Every entry's full parameters by label (without its ``method:`` key); a label
+    that is no valid name, an unknown method, unknown parameters (for a peer library's
+    method: not in its signatures), values its ``check`` hook refuses and (for a method
+    without one) values of another type than the default's fail naming the key."""
+    from cambench.names import check_name
+    from cambench.saliency import METHODS, get_method
     from cambench.saliency.registry import ParamError
 
     out = {}
-    for name, params in methods.items():
-        if name not in METHODS:
+    for name, method in method_names(methods).items():
+        params = {k: v for k, v in (methods[name] or {}).items() if k != "method"}
+        try:
+            check_name(name, "method")
+        except ValueError as err:
+            raise ValueError(f"config key 'methods.{name}': {err}") from None
+        where = f"methods.{name}.method" if method != name else f"methods.{name}"
+        if not isinstance(method, str) or (":" not in method and method not in METHODS):
             raise ValueError(
-                f"config key 'methods.{name}': unknown saliency method; valid methods: "
-                f"{', '.join(sorted(METHODS))}"
+                f"config key '{where}': unknown saliency method {method!r}; valid methods: "
+                f"{', '.join(sorted(METHODS))}, captum:<Class>, pytorch_grad_cam:<Class>"
             )
         try:
-            out[name] = METHODS[name].resolve_params(params or {})
+            spec = get_method(method)  # a peer library's class is checked here
+        except ValueError as err:
+            raise ValueError(f"config key '{where}': {err}") from None
+        try:
+            out[name] = spec.resolve_params(params)
         except ParamError as err:
             raise ValueError(f"config key 'methods.{name}.{err.param}': {err.message}") from None
         except ValueError as err:
             raise ValueError(f"config key 'methods.{name}': {err}") from None
-        if METHODS[name].check is not None:
+        if spec.check is not None:
             continue  # the hook checked every value, types included
-        for param, value in (params or {}).items():
-            default = METHODS[name].defaults[param]
+        for param, value in params.items():
+            if param not in spec.defaults:
+                continue  # a peer library's parameter: checked against its signature
+            default = spec.defaults[param]
             if not _same_type(value, default):
                 raise ValueError(
                     f"config key 'methods.{name}.{param}': expected "
@@ -502,13 +533,16 @@ def dataset_has_masks(dataset: dict[str, Any]) -> bool:
     return name == "shapes" or (name == "imagefolder" and bool(dataset.get("boxes")))
 
 
-def _check_mask_methods(methods: dict[str, Any], dataset: dict[str, Any]) -> None:
+def _check_mask_methods(
+    methods: dict[str, Any], dataset: dict[str, Any], registered: dict[str, str] | None = None
+) -> None:
     """ValueError naming ``methods.<name>`` for a method that reads object masks
     (``mask_oracle``) on a dataset without them."""
-    from cambench.saliency import METHODS
+    from cambench.saliency import get_method
 
     for name in methods:
-        if METHODS[name].needs_masks and not dataset_has_masks(dataset):
+        method = (registered or {}).get(name, name)  # a label's registered method
+        if get_method(method).needs_masks and not dataset_has_masks(dataset):
             raise ValueError(
                 f"config key 'methods.{name}': the method reads the images' object masks, "
                 f"but dataset {dataset.get('name')!r} has none (only shapes, and imagefolder "
@@ -583,10 +617,12 @@ def parse_config(config: dict[str, Any]) -> Experiment:
     models = {}
     from cambench.models.external import check_weights_available
     from cambench.models.layer_check import check_target_layer
-    from cambench.saliency import METHODS
+    from cambench.saliency import get_method
 
     methods = _method_params(config["methods"])
-    uses_layer = any(METHODS[m].uses_layer for m in methods)
+    registered = method_names(config["methods"])
+
+    uses_layer = any(get_method(registered[m]).uses_layer for m in methods)
     image_size = int(config["dataset"]["image_size"])
     for name, entry in models_config.items():
         models[name] = _model_spec(name, entry, models_config)
@@ -601,10 +637,10 @@ def parse_config(config: dict[str, Any]) -> Experiment:
                     "base_config": check_model_entry(base, models_config[base]),
                 }
             check_target_layer(name, completed, classes, image_size)
-    _check_attention_methods(models, methods)
-    _check_image_size(methods, image_size)
+    _check_attention_methods(models, registered)
+    _check_image_size(methods, image_size, registered)
     dataset = config["dataset"]
-    _check_mask_methods(methods, dataset)
+    _check_mask_methods(methods, dataset, registered)
     root = dataset.get("root")
     if (
         dataset["name"] != "shapes"
@@ -684,6 +720,7 @@ def parse_config(config: dict[str, Any]) -> Experiment:
         sanity=sanity,
         grid_images=int(config["plots"]["grid_images"]),
         roar=_roar_spec((config.get("protocols") or {}).get("roar"), models, methods),
+        registered={k: v for k, v in registered.items() if k != v},
     )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cambench import joblog, plots
+from cambench.plots.ranks import plot_rank_heatmap
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,20 @@ def _bars(inputs: Sequence[str], out: str, **_: object) -> None:
     plots.plot_metric_bars(inputs[0], out)
 
 
+def _ranks(inputs: Sequence[str], out: str, **_: object) -> None:
+    plot_rank_heatmap(inputs[0], out)
+
+
 def _training(inputs: Sequence[str], out: str, **_: object) -> None:
     plots.plot_training(inputs, out)
 
 
 def _randomization(inputs: Sequence[str], out: str, threshold: float, **_: object) -> None:
     plots.plot_randomization(inputs, out, threshold=threshold)
+
+
+def _data_randomization(inputs: Sequence[str], out: str, **_: object) -> None:
+    plots.plot_data_randomization(inputs, out)
 
 
 def _distributions(inputs: Sequence[str], out: str, title: str, **_: object) -> None:
@@ -58,8 +67,12 @@ def _grid(
 FIGURES: dict[str, Figure] = {
     "summary_heatmap": Figure("summary.csv", False, _heatmap),
     "metric_bars": Figure("summary.csv", False, _bars),
+    "rank_heatmap": Figure("ranks.csv", False, _ranks),
     "training": Figure("training histories (.json)", False, _training),
     "randomization": Figure("randomization CSVs", False, _randomization),
+    "data_randomization": Figure(
+        "data randomization example files (.npz)", False, _data_randomization
+    ),
     "curves": Figure("curve files (.npz)", True, _curves),
     "distributions": Figure("per-image metric CSVs", True, _distributions),
     "saliency_grid": Figure("saliency files (.h5) and --data", True, _grid),

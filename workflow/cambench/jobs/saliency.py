@@ -26,9 +26,11 @@ from cambench.saliency.core import activations
 TARGETS = ("label", "predicted")
 
 
-def shard_indices(n_images: int, n_total: int, shards: int, shard: int) -> np.ndarray:
-    """Positions in the test split of shard ``shard`` of ``shards``: the first
-    ``n_images`` test images split into contiguous, near-equal parts."""
+def shard_indices(n_images: int | None, n_total: int, shards: int, shard: int) -> np.ndarray:
+    """Positions in the split of shard ``shard`` of ``shards``: the first ``n_images``
+    images (``None``: the whole split, as ROAR's maps of the train split) split into
+    contiguous, near-equal parts."""
+    n_images = n_total if n_images is None else n_images
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} out of range for {shards} shards")
     if n_images > n_total:
@@ -67,7 +69,7 @@ def run(
     method: str,
     params: dict[str, Any],
     layer: str | None,
-    n_images: int,
+    n_images: int | None,
     shards: int,
     shard: int,
     batch_size: int,
@@ -76,14 +78,22 @@ def run(
     model_name: str,
     progress: bool,
 ) -> None:
-    """Compute one shard's maps and write them to the HDF5 cache (resumable)."""
+    """Compute one shard's maps and write them to the HDF5 cache (resumable).
+
+    ``method`` is the ``methods:`` entry's label; a variant's ``params`` carry the
+    method it runs under ``"method"`` (a registered name or ``captum:<Class>`` /
+    ``pytorch_grad_cam:<Class>``). The file's ``method`` attribute is the label; it
+    also records ``registered_method`` where the two differ, and a peer library's name
+    and version (``library``, ``library_version``)."""
+    label, params = method, dict(params)
+    method = params.pop("method", label)
     spec = get_method(method)
     full_params = spec.resolve_params(params)
     start = joblog.header(
         "saliency",
         {
             "model": model_name,
-            "method": method,
+            "method": label if label == method else f"{label} ({method})",
             "parameters": full_params,
             "shard": f"{shard + 1}/{shards}",
             "device": str(device),
@@ -92,13 +102,18 @@ def run(
     )
     model = load_checkpoint(model_path, map_location=device)
     split = read_split(data_path)
+    if spec.needs_masks and not split.attrs.get("has_masks", False):
+        raise ValueError(
+            f"{data_path}: saliency method {method!r} reads object masks, but this dataset "
+            f"has none (config key 'methods.{label}')"
+        )
     index = shard_indices(n_images, len(split), shards, shard)
     # A model that names no target layer gets the last one that outputs a map, found
     # by a forward of the split's first image (resolve_layer's probe; every shard the same).
     example = split.float_images(slice(0, 1)).to(device) if len(split) else None
     layer_name = resolve_layer(model, layer, example)[0] if spec.uses_layer else ""
     attrs = {
-        "method": method,
+        "method": label,
         "params": full_params,
         "layer": layer_name,
         "model_sha256": file_sha256(model_path),
@@ -112,9 +127,13 @@ def run(
         # what else determines the maps: a temporary file is resumed only when all equal
         "code_sha256": stage_digest("saliency", method),
         "data_sha256": file_sha256(data_path),
-        "n_images": int(n_images),
+        "n_images": len(split) if n_images is None else int(n_images),
         "batch_size": int(batch_size),
     }
+    if method != label:  # a variant or a peer library's method (absent otherwise)
+        attrs["registered_method"] = method
+    if hasattr(spec, "provenance"):  # a peer library's method: its name and version
+        attrs.update(spec.provenance())
     if layer_name:
         print(f"  target layer: {layer_name}", flush=True)
         if example is not None:  # a map from fewer than 2×2 positions is a constant
@@ -132,15 +151,17 @@ def run(
     with SaliencyWriter(out_path, index, split.labels[index].numpy(), size, attrs) as writer:
         starts = range(writer.n_done, len(index), batch_size)
         for batch, begin in enumerate(
-            joblog.progress(starts, f"{method} shard {shard}", len(starts), progress)
+            joblog.progress(starts, f"{label} shard {shard}", len(starts), progress)
         ):
             idx = torch.from_numpy(index[begin : begin + batch_size])
             images = split.float_images(idx).to(device)
             targets = explained_classes(model, images, split.labels[idx].to(device), target)
+            # a method that reads the object masks (mask_oracle) gets the batch's
+            masks = {"masks": split.masks[idx].to(device)} if spec.needs_masks else {}
             tic = time.perf_counter()
             try:
                 maps, flags = explain_with_flags(
-                    method, model, images, targets, layer=layer_name or None, **full_params
+                    method, model, images, targets, layer=layer_name or None, **masks, **full_params
                 )
             except ValueError as err:
                 raise ValueError(

@@ -10,8 +10,11 @@ from typing import Any
 import pandas as pd
 
 from cambench import joblog
+from cambench.best import SANITY_BASELINES, flagged, registered_methods
 from cambench.digest import file_sha256
+from cambench.metric_table import ALL_COLUMNS
 from cambench.summary import aggregate, consistency, render
+from cambench.summary.ranks import rank_table
 from cambench.table_io import (
     read_json,
     read_optional_tables,
@@ -54,6 +57,47 @@ def degenerate_warnings(counts: pd.DataFrame) -> list[str]:
     ]
 
 
+#: The columns of ``ranks.csv`` before the per-metric ranks and after them.
+RANK_KEYS = ("model", "method")
+RANK_STATS = (
+    "median_rank",
+    "mean_rank",
+    "mean_rank_ci_low",
+    "mean_rank_ci_high",
+    "n_metrics",
+    "n_images",
+    "sanity_baseline",
+    "model_independent",
+)
+
+
+def ranks(
+    per_image: pd.DataFrame,
+    summary: pd.DataFrame,
+    excluded: Sequence[tuple[str, str]],
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> pd.DataFrame:
+    """The rank table (:func:`cambench.summary.ranks.rank_table`) of every metric
+    present, without the ``excluded`` pairs (degenerate maps), with two marks from the
+    summary: ``sanity_baseline`` and ``model_independent`` (any randomization check's
+    flag, :func:`cambench.best.flagged`). Rows in the summary's order."""
+    metrics = [c for c in ALL_COLUMNS if c in per_image.columns]
+    table = rank_table(per_image, resamples, confidence, seed, excluded=excluded, metrics=metrics)
+    columns = [*RANK_KEYS, *(f"rank_{c}" for c in metrics), *RANK_STATS]
+    if table.empty:
+        return pd.DataFrame(columns=[c for c in columns if c in RANK_KEYS or c in RANK_STATS])
+    marks = summary[["model", "method"]].assign(model_independent=flagged(summary))
+    table = table.merge(marks, on=["model", "method"], how="left")
+    table["model_independent"] = table["model_independent"].astype("boolean").fillna(False)
+    table["model_independent"] = table["model_independent"].astype(bool)
+    ran = dict(zip(summary["method"].astype(str), registered_methods(summary), strict=True))
+    method = table["method"].astype(str)  # a variant's label: the method it ran
+    table["sanity_baseline"] = method.map(ran).fillna(method).isin(SANITY_BASELINES)
+    return table[[c for c in columns if c in table.columns]]
+
+
 def run(
     csv_paths: Sequence[str | os.PathLike],
     history_paths: Sequence[str | os.PathLike],
@@ -69,6 +113,9 @@ def run(
     comparison_tex: str | os.PathLike,
     expected: dict[str, Any] | None = None,
     checkpoint_paths: Sequence[str | os.PathLike] = (),
+    ranks_csv: str | os.PathLike | None = None,
+    data_randomization_paths: Sequence[str | os.PathLike] = (),
+    roar_paths: Sequence[str | os.PathLike] = (),
 ) -> pd.DataFrame:
     """Write the summary and the comparison tables.
 
@@ -78,7 +125,9 @@ def run(
     (:func:`cambench.summary.consistency.check_complete_rows`); with ``expected`` (the
     configuration's ``models``, ``methods`` and ``metrics`` settings) and the models'
     ``checkpoint_paths`` (``<model>.pt``), every input must record exactly these
-    settings (:func:`cambench.summary.consistency.stale_inputs`).
+    settings (:func:`cambench.summary.consistency.stale_inputs`). The rank table across
+    metrics (:func:`ranks`) is a section of ``summary.md`` and, with ``ranks_csv``, a
+    table of its own.
     """
     start = joblog.header(
         "summarize",
@@ -115,6 +164,18 @@ def run(
             on=["model", "method"],
             how="left",
         )
+    # the data randomization check (cambench.jobs.datarand): one row per model × method
+    data_randomization = read_optional_tables(
+        data_randomization_paths, "data randomization results"
+    )
+    if not data_randomization.empty:
+        summary = summary.merge(
+            data_randomization[["model", "method", "spearman", "data_independent"]].rename(
+                columns={"spearman": "data_randomization_spearman"}
+            ),
+            on=["model", "method"],
+            how="left",
+        )
     degenerate = aggregate.degenerate_counts(per_image)
     if not degenerate.empty:  # the column exists only when some maps are degenerate
         summary = summary.merge(
@@ -139,6 +200,10 @@ def run(
     if "pointing_tolerance" in per_image.columns:
         tolerance = float(per_image["pointing_tolerance"].max())
     write_csv(out_csv, summary, "%.4f")
+    excluded = list(zip(degenerate["model"], degenerate["method"], strict=True))
+    rank_rows = ranks(per_image, summary, excluded, resamples, confidence, seed)
+    if ranks_csv is not None:
+        write_csv(ranks_csv, rank_rows, "%.4f")
     write_text(
         out_md,
         render.summary_markdown(
@@ -152,7 +217,10 @@ def run(
             tolerance,
             near_chance_warnings(histories) + degenerate_warnings(degenerate),
             consistency.undefined_counts(per_image),
-        ),
+            ranks=render.rank_section(rank_rows, confidence, resamples, excluded),
+            data_randomization=data_randomization,
+        )
+        + render.appended_sections(roar_paths),
     )
     write_text(out_tex, render.summary_latex(summary, confidence))
     present = list(dict.fromkeys(per_image["model"]))
@@ -164,8 +232,6 @@ def run(
     write_text(comparison_tex, render.comparison_latex(comparison, note))
     shown = [c for c in summary.columns if not c.endswith(("_ci_low", "_ci_high"))]
     print(summary[shown].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
-    joblog.footer(
-        start,
-        [str(p) for p in (out_csv, out_md, out_tex, comparison_csv, comparison_md, comparison_tex)],
-    )
+    outputs = (out_csv, out_md, out_tex, comparison_csv, comparison_md, comparison_tex)
+    joblog.footer(start, [str(p) for p in (*outputs, *([ranks_csv] if ranks_csv else []))])
     return summary

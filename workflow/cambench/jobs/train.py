@@ -7,6 +7,7 @@ With the model's ``gpus: N > 1`` the job runs itself as N torchrun workers
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import time
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 
 from cambench import joblog
-from cambench.data.store import read_split
+from cambench.data.store import Split, read_split
 from cambench.models import build_model, read_checkpoint, save_checkpoint
 from cambench.models.castream import CAStream
 from cambench.runtime import seed_everything
@@ -31,13 +32,15 @@ from cambench.training import (
     optimizer_record,
     train_model,
 )
+from cambench.training.loop import evaluate_accuracy
 
 
 @dataclass(frozen=True)
 class TrainJob:
     """What one training job reads and writes: the model's name and validated config
     entry, the splits, the outputs, a CA-Stream's base checkpoint (refused for other
-    kinds), the augmentation, and whether to resume and show progress."""
+    kinds), the augmentation, whether to resume and show progress, and the seed of a
+    label permutation (``permute_labels``: the data randomization check's model)."""
 
     name: str
     model_config: dict[str, Any]
@@ -49,6 +52,7 @@ class TrainJob:
     augment: dict[str, Any] | None
     resume: bool
     progress: bool
+    permute_labels: int | None = None  # seed: train on permuted labels (data randomization)
 
 
 def run(
@@ -121,6 +125,27 @@ def build_trainee(
     return model, config
 
 
+def permuted_labels(split: Split, seed: int) -> Split:
+    """``split`` with its labels shuffled by a seeded permutation (the same images, the
+    same class counts, no relation between image and label left to learn)."""
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(int(seed)))
+    return dataclasses.replace(split, labels=split.labels[order])
+
+
+def build_objective(
+    config: dict[str, Any], train_config: TrainConfig
+) -> CrossEntropyObjective | GradAlignObjective:
+    """The training objective of a model's config entry: cross-entropy, plus the
+    gradient-alignment term for a ``gradalign`` model."""
+    if config["kind"] == "gradalign":
+        return GradAlignObjective(
+            lam=float(config.get("lambda", 7.5e-3)),
+            distance=config.get("distance", "cosine"),
+            label_smoothing=train_config.label_smoothing,
+        )
+    return CrossEntropyObjective(label_smoothing=train_config.label_smoothing)
+
+
 def train_one(job: TrainJob, device: torch.device) -> None:
     """Train and save one model; on several processes each calls this, rank 0 writes."""
     name, model_config, augment = job.name, job.model_config, job.augment
@@ -134,6 +159,9 @@ def train_one(job: TrainJob, device: torch.device) -> None:
                 "augment": augment,
                 "device": str(device),
                 "processes": world.size,
+                **(
+                    {"permute_labels": job.permute_labels} if job.permute_labels is not None else {}
+                ),
             },
             [
                 str(job.train_path),
@@ -147,17 +175,12 @@ def train_one(job: TrainJob, device: torch.device) -> None:
     train_config = TrainConfig.from_model_config(model_config)
     seed_everything(train_config.seed)
     train = read_split(job.train_path)
+    if job.permute_labels is not None:
+        train = permuted_labels(train, job.permute_labels)
     test = read_split(job.test_path)
     num_classes = len(train.class_names)
     model, config = build_trainee(model_config, job.base_path, num_classes)
-    if model_config["kind"] == "gradalign":
-        objective = GradAlignObjective(
-            lam=float(config.get("lambda", 7.5e-3)),
-            distance=config.get("distance", "cosine"),
-            label_smoothing=train_config.label_smoothing,
-        )
-    else:
-        objective = CrossEntropyObjective(label_smoothing=train_config.label_smoothing)
+    objective = build_objective(config, train_config)
     resume_path = Path(f"{job.out_model}.resume.pt") if job.resume else None
     tic = time.perf_counter()
     history = train_model(
@@ -192,6 +215,14 @@ def train_one(job: TrainJob, device: torch.device) -> None:
             "device": str(device),
             "processes": world.size,
             "threads": torch.get_num_threads(),
+            **(
+                {
+                    "permute_labels": job.permute_labels,
+                    "train_acc": evaluate_accuracy(model, train, device),
+                }
+                if job.permute_labels is not None
+                else {}
+            ),
         },
     )
     if resume_path is not None:

@@ -6,6 +6,7 @@ numpy/pandas/h5py/matplotlib (Agg); never imports torch."""
 from cambench.checksum import verify as verify_checksum
 from cambench.plots.bars import plot_metric_bars
 from cambench.plots.curves import plot_curves
+from cambench.plots.datarand import plot_data_randomization
 from cambench.plots.distributions import plot_distributions
 from cambench.plots.randomization import plot_randomization
 from cambench.plots.saliency_grid import plot_saliency_grid
@@ -17,6 +18,7 @@ __all__ = [
     "METHOD_COLORS",
     "method_color",
     "plot_curves",
+    "plot_data_randomization",
     "plot_distributions",
     "plot_metric_bars",
     "plot_randomization",

@@ -22,6 +22,7 @@ from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from cambench.atomic import atomic_output  # noqa: E402
+from cambench.best import SANITY_BASELINES  # noqa: E402
 
 DPI = 150
 
@@ -63,7 +64,7 @@ METHOD_COLORS: dict[str, str] = {
 }
 
 # Sanity-check baselines: drawn dashed in line plots.
-BASELINE_METHODS = frozenset({"random", "fakecam"})
+BASELINE_METHODS = frozenset(SANITY_BASELINES)
 
 _TAB20 = [to_hex(c) for c in colormaps["tab20"].colors]
 _FALLBACK_COLORS = [c for c in _TAB20 if c not in set(METHOD_COLORS.values())]

@@ -38,6 +38,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cambench.models.layers import LAYOUTS, default_layer_name, forced_layout, resolve_layer
@@ -52,6 +53,7 @@ from cambench.saliency import (  # noqa: F401  (registers methods)
     gradient_methods,
     hires_cams,
     opticam,
+    oracle,
     score_cams,
     smooth_cams,
 )
@@ -65,6 +67,7 @@ __all__ = [
     "default_layer_name",
     "explain",
     "explain_with_flags",
+    "explain_with_scores",
     "finalize_maps",
     "get_method",
     "minmax_normalize",
@@ -107,6 +110,24 @@ def _check_raw(raw: object, batch: int, spec: Method) -> None:
         )
 
 
+def _checked_masks(spec: Method, masks: torch.Tensor | None, images: torch.Tensor) -> torch.Tensor:
+    """``masks`` as a (B, H, W) tensor on the images' device, or a ValueError naming the
+    method that needs them."""
+    b, _, h, w = images.shape
+    if masks is None:
+        raise ValueError(
+            f"saliency method {spec.name!r} reads the images' object masks: pass "
+            f"masks=(B, H, W) (a dataset with masks), got none"
+        )
+    masks = torch.as_tensor(masks, device=images.device)
+    if tuple(masks.shape) != (b, h, w):
+        raise ValueError(
+            f"saliency method {spec.name!r}: masks must be ({b}, {h}, {w}) like the images, "
+            f"got {tuple(masks.shape)}"
+        )
+    return masks
+
+
 def explain(
     method: str | MethodFn,
     model: nn.Module,
@@ -114,6 +135,7 @@ def explain(
     targets: torch.Tensor,
     layer: str | nn.Module | None = None,
     layout: str | None = None,
+    masks: torch.Tensor | None = None,
     **params: Any,
 ) -> torch.Tensor:
     """Saliency maps (B, H, W) float32 in [0, 1] of ``targets`` for ``images``.
@@ -131,8 +153,10 @@ def explain(
     layer's channel counts show it, or ViT tokens (B, [1 +] h·w, C); ``layout``
     (``"channels_first"``, ``"channels_last"`` or ``"tokens"``) forces one instead.
     The model's mode, hooks and ``requires_grad`` flags are left as found.
+    ``masks`` (B, H, W), the images' object masks, are given to a method that reads
+    them (``mask_oracle``; a ValueError when missing) and ignored by the others.
     """
-    spec, raw, size = _raw_scores(method, model, images, targets, layer, layout, params)
+    spec, raw, size = _raw_scores(method, model, images, targets, layer, layout, params, masks)
     return finalize_maps(raw, size, relu=spec.relu)
 
 
@@ -143,13 +167,37 @@ def explain_with_flags(
     targets: torch.Tensor,
     layer: str | nn.Module | None = None,
     layout: str | None = None,
+    masks: torch.Tensor | None = None,
     **params: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`explain`'s maps and, per image, whether its map is degenerate: (B,) uint8
     codes of :func:`cambench.saliency.degenerate.classify` (0 fine, 1 all zero,
     2 constant), from the raw scores before normalization hides it."""
-    spec, raw, size = _raw_scores(method, model, images, targets, layer, layout, params)
+    spec, raw, size = _raw_scores(method, model, images, targets, layer, layout, params, masks)
     return finalize_maps(raw, size, relu=spec.relu), degenerate.classify(raw, relu=spec.relu)
+
+
+def explain_with_scores(
+    method: str | MethodFn,
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    layer: str | nn.Module | None = None,
+    layout: str | None = None,
+    masks: torch.Tensor | None = None,
+    **params: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`explain`'s maps and the method's raw scores (B, H, W) float32, upsampled
+    bilinearly to the images' size but before ReLU and normalization: signed where the
+    method's scores are (the data randomization test correlates them with and without
+    absolute values)."""
+    spec, raw, size = _raw_scores(method, model, images, targets, layer, layout, params, masks)
+    scores = raw.detach().float()
+    if tuple(scores.shape[-2:]) != tuple(size):
+        scores = F.interpolate(
+            scores.unsqueeze(1), size=size, mode="bilinear", align_corners=False
+        ).squeeze(1)
+    return finalize_maps(raw, size, relu=spec.relu), scores
 
 
 def _raw_scores(
@@ -160,6 +208,7 @@ def _raw_scores(
     layer: str | nn.Module | None,
     layout: str | None,
     params: dict[str, Any],
+    masks: torch.Tensor | None = None,
 ) -> tuple[Method, torch.Tensor, tuple[int, int]]:
     """The method, its checked raw scores (B, h, w) and the images' (H, W): the inputs
     checked as :func:`explain` documents, the method run with the model frozen."""
@@ -189,6 +238,8 @@ def _raw_scores(
             "in [0, num_classes)"
         )
     images = images.detach()
+    if spec.needs_masks:
+        params = {**params, "masks": _checked_masks(spec, masks, images)}
     target_layer = resolve_layer(model, layer, images)[1] if spec.uses_layer else None
     with frozen_eval(model), forced_layout(target_layer, layout):
         raw = spec(model, images, targets, target_layer, **params)

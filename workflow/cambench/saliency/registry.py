@@ -70,6 +70,7 @@ class Method:
     relu: bool = True
     summary: str = ""
     check: CheckFn | None = None
+    needs_masks: bool = False
 
     def resolve_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``params``; unknown names are an error, and so is a
@@ -118,6 +119,7 @@ def register(
     uses_layer: bool = True,
     relu: bool = True,
     check: CheckFn | None = None,
+    needs_masks: bool = False,
 ) -> Callable[[MethodFn], MethodFn]:
     """Decorator adding ``fn`` to :data:`METHODS` under ``name``.
 
@@ -127,6 +129,10 @@ def register(
     naming ``methods.<name>.<param>``) and at every :func:`explain` call. A method
     with a ``check`` validates its parameters' types itself; one without gets the
     config parser's generic check (each value of its default's type).
+
+    ``needs_masks``: the method reads the images' ground-truth object masks, passed as
+    ``fn(..., masks=(B, H, W) bool)`` (``explain(..., masks=...)``; the saliency job
+    gives the split's). The workflow refuses it on a dataset without masks.
     """
 
     def decorate(fn: MethodFn) -> MethodFn:
@@ -142,14 +148,23 @@ def register(
                 f"saliency method {name!r} registered twice ({METHODS[name].describe()} exists)"
             )
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        METHODS[name] = Method(name, fn, dict(defaults or {}), uses_layer, relu, summary, check)
+        METHODS[name] = Method(
+            name, fn, dict(defaults or {}), uses_layer, relu, summary, check, needs_masks
+        )
         return fn
 
     return decorate
 
 
 def get_method(name: str) -> Method:
-    """The registered method ``name``, or a ValueError listing the valid names."""
+    """The registered method ``name``, a peer library's method for a
+    ``captum:<Class>``/``pytorch_grad_cam:<Class>`` name
+    (:func:`cambench.saliency.adapters.adapter_method`), or a ValueError listing the
+    valid names."""
+    if isinstance(name, str) and ":" in name:
+        from cambench.saliency.adapters import adapter_method
+
+        return adapter_method(name)
     try:
         return METHODS[name]
     except KeyError:

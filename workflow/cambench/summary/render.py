@@ -5,14 +5,22 @@ nothing here computes or reads a file.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from cambench import best
-from cambench.best import SANITY_BASELINES, best_mask, rankable
+from cambench.best import (
+    REFERENCE_BASELINES,
+    SANITY_BASELINES,
+    best_mask,
+    rankable,
+    registered_methods,
+)
 from cambench.metric_table import ALL_COLUMNS, METRICS, TIME, metric
 
 SIGNIFICANCE = 0.05
@@ -260,6 +268,158 @@ def verdicts_table(verdicts: pd.DataFrame) -> Table:
     )
 
 
+RANKS_TITLE = "## Ranks across metrics"
+
+
+def _ordered_ranks(ranks: pd.DataFrame) -> pd.DataFrame:
+    """The rank table in its printed order: models as they come, within each model the
+    methods by mean rank (best first; ties keep their order)."""
+    order = {m: i for i, m in enumerate(dict.fromkeys(ranks["model"]))}
+    keyed = ranks.assign(_model=ranks["model"].map(order))
+    keyed = keyed.sort_values(["_model", "mean_rank"], kind="stable", na_position="last")
+    return keyed.drop(columns="_model").reset_index(drop=True)
+
+
+def rank_columns(ranks: pd.DataFrame) -> list[str]:
+    """The metrics with a ``rank_<metric>`` column, in the metric table's order."""
+    return [c for c in ALL_COLUMNS if f"rank_{c}" in ranks.columns]
+
+
+def ranks_table(ranks: pd.DataFrame) -> Table:
+    """The rank table: per model, each method's median and mean rank (with its
+    interval) and its rank on every metric; sanity baselines in italics, flagged
+    methods †."""
+    ranks = _ordered_ranks(ranks)
+    columns = rank_columns(ranks)
+    marked = best.flagged(ranks)
+    models = [str(m) for m in ranks["model"]]
+    rows = []
+    for i, record in enumerate(ranks.to_dict("records")):
+        first = i == 0 or models[i] != models[i - 1]
+        method = str(record["method"])
+        low, high = record["mean_rank_ci_low"], record["mean_rank_ci_high"]
+        cells = [
+            Cell(models[i] if first else ""),
+            Cell(
+                f"*{method}*" if record.get("sanity_baseline", method in SANITY_BASELINES) else method,
+                dagger=bool(marked[i]),
+            ),
+            Cell(fmt(record["median_rank"]), number=True),
+            Cell(
+                fmt(record["mean_rank"], 2),
+                number=True,
+                ci=(fmt(low, 2), fmt(high, 2)) if np.isfinite([low, high]).all() else None,
+            ),
+        ]
+        cells += [Cell(fmt(record.get(f"rank_{c}", np.nan)), number=True) for c in columns]
+        rows.append(cells)
+    return Table(
+        header=["model", "method", "median rank", "mean rank"]
+        + [_header(c, tex=False) for c in columns],
+        rows=rows,
+        align=["l", "l"] + ["r"] * (len(columns) + 2),
+        groups=_blocks(models),
+    )
+
+
+def rank_section(
+    ranks: pd.DataFrame,
+    confidence: float,
+    resamples: int,
+    excluded: Sequence[tuple[str, str]] = (),
+) -> list[str]:
+    """The Markdown section of the rank table (:mod:`cambench.summary.ranks`): how to
+    read it, the table, and the pairs left out of it (``excluded``)."""
+    if ranks.empty:
+        return []
+    present = set(ranks["method"].astype(str))
+    baselines = ", ".join(f"*{m}*" for m in SANITY_BASELINES if m in present)
+    marked = f"Sanity baselines ({baselines}) and methods" if baselines else "Methods"
+    text = [
+        RANKS_TITLE,
+        "",
+        "Per model, each method's rank on each metric of the table above (1 = best in "
+        "the metric's direction; methods that tie share their average rank), then its "
+        "median and mean rank over the metrics. In brackets, the mean rank's "
+        f"{100 * confidence:g} % percentile-bootstrap interval over the images "
+        f"({resamples} resamples: each redraws the images, the same for every method, "
+        "recomputes the means and ranks again). Methods are sorted by mean rank. "
+        f"{marked} the randomization check flags † are ranked but marked: a method "
+        "ranked near or below them explains the model no better than they do. Ranks "
+        "compare methods within one model only; the time per image is not ranked.",
+        "",
+        to_markdown(ranks_table(ranks)),
+        "",
+    ]
+    if excluded:
+        pairs = ", ".join(f"{model} × {method}" for model, method in excluded)
+        text += [
+            f"Not ranked (degenerate maps, see the warning above): {pairs}.",
+            "",
+        ]
+    return text
+
+
+def data_randomization_table(results: pd.DataFrame) -> Table:
+    """One row per model × method of the data randomization check: the mean Spearman
+    correlation of the maps (with its interval), of the raw scores with and without
+    absolute values, the SSIM, and the verdict."""
+    rows = []
+    for r in results.to_dict("records"):
+        ci = (fmt(r["spearman_ci_low"], 3), fmt(r["spearman_ci_high"], 3))
+        rows.append(
+            [
+                Cell(str(r["model"])),
+                Cell(str(r["method"]), dagger=bool(r["data_independent"])),
+                Cell(fmt(r["spearman"], 3), number=True, ci=ci),
+                Cell(fmt(r["spearman_abs"], 3), number=True),
+                Cell(fmt(r["spearman_signed"], 3), number=True),
+                Cell(fmt(r["ssim"], 3), number=True),
+                Cell("† data-independent" if r["data_independent"] else "depends on the data"),
+            ]
+        )
+    return Table(
+        header=["model", "method", "ρ maps", "ρ abs. scores", "ρ scores", "SSIM", "verdict"],
+        rows=rows,
+        align=["l", "l", "r", "r", "r", "r", "l"],
+        groups=[],
+    )
+
+
+def data_randomization_text(results: pd.DataFrame) -> list[str]:
+    """The data randomization section of summary.md: what was run (every setting and
+    seed, the retrained model's accuracies) and the table."""
+    first = results.iloc[0]
+    lines = [
+        "## Sanity check: data randomization",
+        "",
+        "Each method's maps of the first test images on the trained model and on the same "
+        "architecture trained with the same recipe on permuted training labels (Adebayo "
+        "et al., 2018), both explaining the class chosen on the trained model. ρ maps: "
+        "Spearman rank correlation of the two maps (mean over the images, with its "
+        f"{100 * float(first['bootstrap_confidence']):g} % bootstrap interval over the "
+        f"images, {int(first['bootstrap_resamples'])} resamples); ρ abs. scores and ρ "
+        "scores: of the method's raw scores before ReLU and normalization, with and "
+        "without absolute values; SSIM: Gaussian-window structural similarity of the "
+        f"maps. A method whose ρ maps is at or above {float(first['threshold']):g} (the "
+        "parameter check's threshold) does not depend on what the model learned: it is "
+        "flagged † above and here.",
+        "",
+    ]
+    for model, group in results.groupby("model", sort=False):
+        r = group.iloc[0]
+        lines.append(
+            f"- {model}: retrained on labels permuted with seed {int(r['permutation_seed'])}"
+            f" for {int(r['epochs'])} epochs; accuracy on the permuted training labels "
+            f"{100 * float(r['randomized_train_acc']):.1f} %, on the test split "
+            f"{100 * float(r['randomized_test_acc']):.1f} % (near chance: nothing "
+            f"generalizable was learned); {int(r['n_images'])} images, classes: "
+            f"{r['target']}."
+        )
+    lines += ["", to_markdown(data_randomization_table(results)), ""]
+    return lines
+
+
 def summary_markdown(
     summary: pd.DataFrame,
     models: pd.DataFrame,
@@ -271,9 +431,20 @@ def summary_markdown(
     tolerance: float | None,
     warnings: Sequence[str] = (),
     notes: Sequence[str] = (),
+    ranks: Sequence[str] = (),
+    data_randomization: pd.DataFrame | None = None,
 ) -> str:
-    """The Markdown summary: warnings, models, the metrics table (``notes`` below it)
-    and the randomization sanity check."""
+    """The Markdown summary: warnings, models, the metrics table (``notes`` below it),
+    the rank section ``ranks`` (:func:`rank_section`'s lines) and the randomization
+    sanity checks (parameters; data, when ``data_randomization`` holds its results)."""
+    present = set(registered_methods(summary))  # a variant's label: the method it ran
+    baselines = [m for m in SANITY_BASELINES if m not in REFERENCE_BASELINES or m in present]
+    if "mask_oracle" in present:
+        notes = [
+            "mask_oracle is the object mask itself (a ground-truth reference, the upper "
+            "bound for localization): a sanity baseline, never bold.",
+            *notes,
+        ]
     text = [f"# cambench summary{': ' + experiment if experiment else ''}", ""]
     for warning in warnings:
         text += [f"> **Warning:** {warning}", ""]
@@ -294,13 +465,14 @@ def summary_markdown(
         "(ms, as measured when the maps were computed). ↓ lower is better, ↑ higher is "
         "better; the best value of each column within each model is **bold**, among the "
         f"methods that explain the model (never the sanity baselines "
-        f"{', '.join(SANITY_BASELINES)}, nor a method the randomization check flags †).",
+        f"{', '.join(baselines)}, nor a method the randomization check flags †).",
         "",
         to_markdown(summary_table(summary)),
         "",
     ]
     if notes:
         text += [*(f"- {note}" for note in notes), ""]
+    text += list(ranks)
     if not verdicts.empty:
         text += [
             "## Sanity check: model parameter randomization",
@@ -314,6 +486,8 @@ def summary_markdown(
             to_markdown(verdicts_table(verdicts)),
             "",
         ]
+    if data_randomization is not None and not data_randomization.empty:
+        text += data_randomization_text(data_randomization)
     return "\n".join(text)
 
 
@@ -326,6 +500,8 @@ def summary_latex(summary: pd.DataFrame, confidence: float) -> str:
     text = to_latex(summary_table(summary), comment)
     if summary.get("model_independent", pd.Series(dtype=bool)).fillna(False).astype(bool).any():
         text = text[:-1] + "% $^\\dagger$: model-independent in the randomization sanity check\n"
+    if summary.get("data_independent", pd.Series(dtype=bool)).fillna(False).astype(bool).any():
+        text = text[:-1] + "% $^\\dagger$: data-independent in the data randomization check\n"
     return text
 
 
@@ -432,3 +608,10 @@ def comparison_note(present: Sequence[str]) -> str:
         "No model has a reference to be compared with (a castream model is compared with "
         "its base, a gradalign model with the first baseline model)."
     )
+
+
+def appended_sections(paths: Sequence[str | os.PathLike]) -> str:
+    """The Markdown sections other jobs wrote (the ROAR/KAR section of
+    ``cambench roar-aggregate``), each after a blank line; empty without any, so a
+    summary without them is unchanged."""
+    return "".join("\n" + Path(path).read_text(encoding="utf-8") for path in paths)
