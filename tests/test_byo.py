@@ -119,7 +119,7 @@ def test_editing_the_method_plugin_reruns_only_that_methods_jobs(run):
         "saliency": 3,
         "metrics": 3,
         "summarize": 1,
-        "plot_experiment": 2,
+        "plot_experiment": 3,
         "plot_model": 9,
         "all": 1,
     }
@@ -131,7 +131,7 @@ def test_editing_the_arch_plugin_reconverts_only_its_model(run):
         "saliency": 3,
         "metrics": 3,
         "summarize": 1,
-        "plot_experiment": 2,
+        "plot_experiment": 3,
         "plot_model": 3,
         "all": 1,
     }

@@ -37,6 +37,7 @@ def test_every_output_exists(run):
     for png in (
         "summary_heatmap",
         "metric_bars",
+        "rank_heatmap",
         "training",
         "curves_baseline",
         "distributions_baseline",
@@ -47,6 +48,7 @@ def test_every_output_exists(run):
     for table in ("summary", "comparison"):
         for ext in ("csv", "md", "tex"):
             assert (results / f"{table}.{ext}").stat().st_size > 50
+    assert (results / "ranks.csv").stat().st_size > 50
     assert not (results / "sanity").exists()  # the sanity check is off in the tiny config
     assert (run / "logs" / "tiny" / "train" / "baseline.log").exists()
     assert (run / "benchmarks" / "runs" / "tiny" / "train" / "baseline.tsv").exists()
@@ -87,6 +89,7 @@ def test_summary_has_one_row_per_model_and_method(run):
     text = (run / "results" / "tiny" / "summary.md").read_text()
     assert "| baseline | gradcam |" in text and "test acc. (%)" in text and "grad. cosine" in text
     assert "custom: 8 steps" in text and "**" in text
+    assert "## Ranks across metrics" in text
     comparison = (run / "results" / "tiny" / "comparison.md").read_text()
     assert "Only one model (baseline)" in comparison
 
@@ -112,12 +115,14 @@ def test_report_builds_with_every_figure(run):
     for name in (
         "summary_heatmap.png",
         "metric_bars.png",
+        "rank_heatmap.png",
         "training.png",
         "curves_baseline.png",
         "distributions_baseline.png",
         "saliency_grid_baseline.png",
         "summary.csv",
         "comparison.csv",
+        "ranks.csv",
     ):
         assert name in html
 
@@ -140,14 +145,14 @@ def _dry_run_with(run, name: str, **changes) -> dict[str, int]:
     return planned_jobs(snakemake(run, "-n", "--configfile", name).stdout)
 
 
-# plot_experiment: summary heatmap and metric bars (+ training, randomization);
+# plot_experiment: summary and rank heatmaps, metric bars (+ training, randomization);
 # plot_model: curves, distributions and saliency grid of the one model
-AGGREGATES = {"summarize": 1, "plot_experiment": 2, "plot_model": 3, "all": 1}
+AGGREGATES = {"summarize": 1, "plot_experiment": 3, "plot_model": 3, "all": 1}
 
 
 def test_changing_training_reruns_the_model_chain(run):
     jobs = _dry_run_with(run, "tiny-train.yaml", **{"models.baseline.lr": 0.02})
-    assert jobs == {"train": 1, "saliency": 6, "metrics": 6, **AGGREGATES, "plot_experiment": 3}
+    assert jobs == {"train": 1, "saliency": 6, "metrics": 6, **AGGREGATES, "plot_experiment": 4}
 
 
 def test_another_training_thread_count_retrains(run):
@@ -155,7 +160,7 @@ def test_another_training_thread_count_retrains(run):
     (min(4, --cores 2)); with --cores 1 the model is trained again, and so is
     everything downstream. The history records the count."""
     jobs = planned_jobs(snakemake(run, "-n", "--cores", "1", "--configfile", "tiny.yaml").stdout)
-    assert jobs == {"train": 1, "saliency": 6, "metrics": 6, **AGGREGATES, "plot_experiment": 3}
+    assert jobs == {"train": 1, "saliency": 6, "metrics": 6, **AGGREGATES, "plot_experiment": 4}
     history = json.loads((run / "results" / "tiny" / "models" / "baseline.json").read_text())
     assert history["threads"] == 2
 
@@ -168,12 +173,12 @@ def test_changing_the_dataset_reruns_everything(run):
         "saliency": 6,
         "metrics": 6,
         **AGGREGATES,
-        "plot_experiment": 3,
+        "plot_experiment": 4,
     }
 
 
 # a metrics-stage change: every metrics job and what reads the per-image metrics
-METRICS_RERUN = {"metrics": 6, "summarize": 1, "plot_experiment": 2, "plot_model": 2, "all": 1}
+METRICS_RERUN = {"metrics": 6, "summarize": 1, "plot_experiment": 3, "plot_model": 2, "all": 1}
 
 
 def _edit(path, old: str, new: str):
@@ -213,7 +218,7 @@ def test_changing_metric_code_reruns_metrics_not_saliency(run):
 
 def test_changing_the_bootstrap_reruns_only_the_tables_and_their_figures(run):
     jobs = _dry_run_with(run, "tiny-stats.yaml", **{"metrics.statistics": {"resamples": 200}})
-    assert jobs == {"summarize": 1, "plot_experiment": 2, "all": 1}
+    assert jobs == {"summarize": 1, "plot_experiment": 3, "all": 1}
 
 
 def test_changing_the_pointing_tolerance_reruns_metrics_not_saliency(run):
@@ -259,7 +264,7 @@ def test_randomization_sanity_check_flags_model_independent_methods(run):
     assert plan == {
         "randomization": 3,
         "summarize": 1,
-        "plot_experiment": 3,
+        "plot_experiment": 4,
         "all": 1,
     }
     snakemake(run, "--cores", "2", "--configfile", "tiny-sanity.yaml")
