@@ -99,7 +99,9 @@ def test_never_bold_and_marked_a_sanity_baseline_in_the_summary():
 
 def test_summary_text_without_the_oracle_is_as_before():
     empty = pd.DataFrame()
-    text = summary_markdown(_summary(["gradcam", "fakecam"]), empty, empty, "x", [], 0.95, 100, None)
+    text = summary_markdown(
+        _summary(["gradcam", "fakecam"]), empty, empty, "x", [], 0.95, 100, None
+    )
     assert "never the sanity baselines fakecam, random, nor" in text
     assert "mask_oracle" not in text
 
