@@ -107,6 +107,14 @@ def check_provenance(cache: SaliencyCache, expected: dict[str, Any], n_test: int
                 f"{path}: holds {key} {cache.attrs.get(key)!r}, expected {expected[key]!r} "
                 "(a file copied or moved from another job?)"
             )
+    if "registered_method" in expected:  # a variant: the method it ran, under its label
+        ran = cache.attrs.get("registered_method", cache.attrs.get("method"))
+        if str(ran) != str(expected["registered_method"]):
+            raise ValueError(
+                f"{path}: computed with method {ran!r}, expected "
+                f"{expected['registered_method']!r} (config key 'methods.{expected.get('method')}"
+                ".method')"
+            )
     if "params" in expected and cache.params != expected["params"]:
         raise ValueError(
             f"{path}: computed with parameters {cache.params}, expected {expected['params']}"
@@ -239,6 +247,8 @@ def run(
     seconds = float(cache.attrs.get("seconds", float("nan")))
     frame.insert(0, "method", cache.attrs["method"])
     frame.insert(0, "model", model_name)
+    if "registered_method" in cache.attrs:  # a variant's label: the method it ran
+        frame["registered_method"] = str(cache.attrs["registered_method"])
     frame["seconds"] = seconds / max(len(cache.index), 1)
     frame["pointing_tolerance"] = tolerance
     frame["protocol"] = protocol.to_json()

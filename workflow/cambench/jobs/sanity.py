@@ -38,7 +38,12 @@ def run(
     """The first ``n_images`` test images, classes chosen as ``eval.target`` by the
     trained model; write one CSV row per cascade step (mean Spearman correlation and
     its bootstrap interval over the images — ``statistics``: resamples, confidence —
-    and whether the method is flagged as model independent at ``threshold``)."""
+    and whether the method is flagged as model independent at ``threshold``).
+
+    ``method`` is the ``methods:`` entry's label (the CSV's ``method``); a variant's
+    ``params`` carry the method it runs under ``"method"``."""
+    label, params = method, dict(params)
+    method = params.pop("method", label)
     params = get_method(method).resolve_params(params)
     start = joblog.header(
         "randomization",
@@ -81,7 +86,7 @@ def run(
     frame = pd.DataFrame(
         {
             "model": model_name,
-            "method": method,
+            "method": label,
             "step": range(len(result.blocks)),
             "randomized": result.blocks,
             "spearman": mean,

@@ -12,6 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from cambench.best import registered_methods
 from cambench.metric_table import METRICS as METRIC_TABLE
 from cambench.plots.style import BASELINE_METHODS, method_color, new_figure, save_figure, styled
 from cambench.plots.summary_heatmap import METRICS, read_summary
@@ -20,9 +21,10 @@ TITLES = {m.column: m.title for m in METRIC_TABLE}
 DEGENERATE_STYLE = {"hatch": "xxxx", "edgecolor": "#8b0000", "linewidth": 0.8}
 
 
-def _bar_style(method: str) -> dict:
-    """Colour, edge and hatch of ``method``'s bars (sanity baselines hatched)."""
-    baseline = method in BASELINE_METHODS
+def _bar_style(method: str, registered: str | None = None) -> dict:
+    """Colour, edge and hatch of ``method``'s bars (sanity baselines hatched: by the
+    ``registered`` method a label runs, when it differs)."""
+    baseline = (registered or method) in BASELINE_METHODS
     return {
         "facecolor": method_color(method),
         "edgecolor": "#444444" if baseline else "white",
@@ -50,6 +52,7 @@ def metric_bars_figure(summary_csv: str | os.PathLike) -> Figure:
     df = read_summary(summary_csv)
     models = list(dict.fromkeys(df["model"]))
     methods = list(dict.fromkeys(df["method"]))
+    ran = dict(zip(df["method"], registered_methods(df), strict=True))  # label -> method
     n_bars = len(models) * len(methods)
     n_cols = 4 if n_bars <= 12 else 2
     n_rows = -(-len(METRICS) // n_cols)
@@ -70,7 +73,7 @@ def metric_bars_figure(summary_csv: str | os.PathLike) -> Figure:
                 width=width * 0.92,
                 linewidth=0.4,
                 label=method,
-                **_bar_style(method),
+                **_bar_style(method, ran[method]),
             )
             for bar, value, key in zip(bars, mean, keys, strict=True):
                 if not np.isfinite(value):
@@ -105,7 +108,7 @@ def metric_bars_figure(summary_csv: str | os.PathLike) -> Figure:
         row[0].set_ylabel("percent")
     # One swatch per method, drawn here: a panel's own handles copy the first bar of each
     # method, which is hidden where the first model has no value for it.
-    handles = [Patch(linewidth=0.4, label=m, **_bar_style(m)) for m in methods]
+    handles = [Patch(linewidth=0.4, label=m, **_bar_style(m, ran[m])) for m in methods]
     if broken:  # one more swatch, only when some pair has degenerate maps
         names = ", ".join(f"{m} × {k} ({n})" for (m, k), n in broken.items())
         label = f"degenerate maps, never bold nor ranked: {names}"

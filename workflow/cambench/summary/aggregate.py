@@ -93,6 +93,9 @@ def summarize_metrics(
         row["protocol"] = "+".join(p for p in protocols if p)
         if "metric_params" in group.columns:  # the added metrics' parameters and seeds
             row["metric_params"] = "+".join(sorted(set(group["metric_params"].astype(str))))
+        if "registered_method" in group.columns:  # only where a label differs from it
+            ran = group["registered_method"].dropna().astype(str)
+            row["registered_method"] = ran.iloc[0] if len(ran) else method
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -301,7 +301,9 @@ def ranks_table(ranks: pd.DataFrame) -> Table:
         cells = [
             Cell(models[i] if first else ""),
             Cell(
-                f"*{method}*" if record.get("sanity_baseline", method in SANITY_BASELINES) else method,
+                f"*{method}*"
+                if record.get("sanity_baseline", method in SANITY_BASELINES)
+                else method,
                 dagger=bool(marked[i]),
             ),
             Cell(fmt(record["median_rank"]), number=True),
