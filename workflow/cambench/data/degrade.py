@@ -14,7 +14,9 @@ order does not depend on how images are batched), and at fraction :math:`f` the
   KAR against the fraction replaced, :math:`1 - f` here.)
 
 Replaced pixels take the per-channel mean of the training split (``mean``: the same
-uninformative value everywhere, as in the paper). Nothing is stored: the degraded
+uninformative value everywhere, as in the paper), or whatever the ``impute`` hook of
+:class:`DegradedImages` computes (the ROAR job passes Rong et al.'s noisy linear
+imputation, :mod:`cambench.metrics.road`). Nothing is stored: the degraded
 images are computed batch by batch from the stored images and the cached maps, so a
 retrain costs no disk beyond the maps themselves.
 
@@ -31,6 +33,7 @@ tensor([[[ True, False],
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -112,7 +115,9 @@ class DegradedImages:
     """The rows of ``images`` (uint8 (N, 3, H, W)), degraded by the rows of ``maps``
     ((N, H, W), aligned with the images by position) when read: a drop-in for a
     :class:`cambench.data.store.Split`'s ``images``. ``mean``: the replacement value
-    (3,), in uint8 units (rounded)."""
+    (3,), in uint8 units (rounded). ``impute(images, replaced, positions)``, when
+    given, computes the degraded uint8 batch instead of the mean (``positions``: the
+    rows' positions in the split, for seeded noise)."""
 
     def __init__(
         self,
@@ -122,6 +127,7 @@ class DegradedImages:
         keep: bool,
         mean: torch.Tensor,
         seed: int,
+        impute: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if len(maps) != len(images) or tuple(maps.shape[1:]) != tuple(images.shape[2:]):
             raise ValueError(
@@ -133,6 +139,7 @@ class DegradedImages:
         self.keep = keep
         self.mean = torch.round(mean.to(torch.float64)).clamp(0, 255).to(torch.uint8)
         self.seed = seed
+        self.impute = impute
         self.shape = tuple(images.shape)
         self.ndim = len(self.shape)
         self.dtype = torch.uint8
@@ -155,5 +162,8 @@ class DegradedImages:
         images = self.images[key] if not scalar else self.images[key][None]
         maps = self.maps[key] if not scalar else self.maps[key][None]
         replaced = replaced_pixels(maps, positions, self.fraction, self.keep, self.seed)
-        out = impute_mean(images, replaced, self.mean)
+        if self.impute is None:
+            out = impute_mean(images, replaced, self.mean)
+        else:
+            out = self.impute(images, replaced, positions)
         return out[0] if scalar else out
