@@ -198,6 +198,16 @@ DATARAND_CSVS = [
     for model, method in EXP.data_randomization_pairs()
 ]
 DATARAND_EXAMPLES = [p.removesuffix(".csv") + ".npz" for p in DATARAND_CSVS]
+
+
+def datarand_model_json(wildcards):
+    """The model's training config, with the check's own epochs where it sets them."""
+    config = dict(EXP.models[wildcards.model].training_config)
+    if DATARAND.epochs is not None:
+        config["epochs"] = DATARAND.epochs
+    return as_json(config)
+
+
 # The summarize command's extra argument: empty (the command unchanged) when it is off.
 DATARAND_SUMMARY_ARG = (
     " --data-randomization {input.data_randomization:q}" if DATARAND_CSVS else ""

@@ -2,14 +2,6 @@
 # the model's recipe retrained on permuted labels, then each method's maps on both.
 
 
-def datarand_model_json(wildcards):
-    """The model's training config, with the check's own epochs where it sets them."""
-    config = dict(EXP.models[wildcards.model].training_config)
-    if DATARAND.epochs is not None:
-        config["epochs"] = DATARAND.epochs
-    return as_json(config)
-
-
 rule train_datarand:
     input:
         train=f"{RESULTS}/data/train.h5",
