@@ -8,7 +8,7 @@ import importlib
 
 import pytest
 
-MODULES = ["faithfulness", "localization", "statistics", "randomization"]
+MODULES = ["faithfulness", "localization", "statistics", "randomization", "similarity"]
 
 #: Each metric and the address of the paper its docstring must link.
 METRICS = {
@@ -17,6 +17,8 @@ METRICS = {
     "localization.localization": ["arxiv.org/abs/1608.00507", "arxiv.org/abs/1910.01279"],
     "randomization.spearman": ["arxiv.org/abs/1810.03292"],
     "randomization.randomization_test": ["arxiv.org/abs/1810.03292"],
+    "similarity.ssim": ["doi.org/10.1109/TIP.2003.819861"],
+    "similarity.data_randomization_test": ["arxiv.org/abs/1810.03292"],
     "statistics.bootstrap_mean_ci": ["doi.org/10.1214/aos/1176344552"],
     "statistics.wilcoxon_signed_rank": ["doi.org/10.2307/3001968"],
 }
