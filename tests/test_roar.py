@@ -292,36 +292,91 @@ ROAR_BLOCK = {
     "methods": ["gradcam", "random"],
     "fractions": [0.2, 0.6],
     "modes": ["roar", "kar"],
-    "seeds": 2,
+    "seeds": 1,
     "shards": 2,
 }
 
 
-@pytest.fixture(scope="module")
-def workflow_dir(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("roar-workflow"))
+def _config(workdir, name, **block):
     config = yaml.safe_load((workdir / "tiny.yaml").read_text())
-    config["protocols"] = {"roar": ROAR_BLOCK}
-    (workdir / "roar.yaml").write_text(yaml.safe_dump(config))
-    return workdir
+    config["protocols"] = {"roar": {**ROAR_BLOCK, **block}}
+    (workdir / name).write_text(yaml.safe_dump(config))
+    return name
 
 
-def _plan(workdir, *args):
-    out = snakemake(workdir, "-n", "--cores", "2", "--configfile", "roar.yaml", *args)
-    return planned_jobs(out.stdout + out.stderr), out.stdout + out.stderr
+@pytest.fixture(scope="module")
+def roar_run(tmp_path_factory):
+    """The tiny experiment with a ROAR/KAR block, run once: 8 retrains, 8 map shards."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("roar-workflow"))
+    plan = snakemake(workdir, "-n", "--configfile", _config(workdir, "roar.yaml"))
+    jobs = planned_jobs(plan.stdout)
+    snakemake(workdir, "--cores", "2", "--configfile", "roar.yaml")
+    return workdir, jobs
 
 
-def test_the_dag_has_one_job_per_retrain_and_map_shard(workflow_dir):
-    jobs, _ = _plan(workflow_dir)
-    assert jobs["roar_retrain"] == 1 * 2 * 2 * 2 * 2
+@pytest.mark.slow
+def test_the_workflow_runs_every_retrain_and_records_every_setting(roar_run):
+    workdir, jobs = roar_run
+    assert jobs["roar_retrain"] == 1 * 2 * 2 * 2 * 1  # models × modes × methods × fractions × seeds
     assert jobs["roar_saliency"] == 2 * 2 * 2  # splits × methods × shards
-    assert jobs["roar_aggregate"] == 1
+    results = workdir / "results" / "tiny"
+    table = pd.read_csv(results / "roar.csv")
+    settings = set(
+        zip(table["mode"], table["method"], table["fraction"], table["seed"], strict=True)
+    )
+    assert settings == set(
+        itertools.product(("kar", "roar"), ("gradcam", "random"), (0.2, 0.6), [0])
+    )
+    assert table["imputation"].eq("mean").all() and table["retrain_seed"].eq(1).all()
+    assert (results / "plots" / "roar.png").stat().st_size > 10_000
+    assert "## ROAR and KAR" in (results / "summary.md").read_text()
+    assert (
+        "nothing to be done" in snakemake(workdir, "-n", "--configfile", "roar.yaml").stdout.lower()
+    )
 
 
-def test_a_bad_fraction_fails_before_any_job(workflow_dir):
-    config = yaml.safe_load((workflow_dir / "roar.yaml").read_text())
-    config["protocols"]["roar"]["fractions"] = [0.5, 1.5]
-    (workflow_dir / "bad.yaml").write_text(yaml.safe_dump(config))
-    out = snakemake(workflow_dir, "-n", "--cores", "1", "--configfile", "bad.yaml", check=False)
-    assert out.returncode != 0
-    assert "protocols.roar.fractions.1" in out.stdout + out.stderr
+@pytest.mark.slow
+def test_a_rerun_gives_identical_files(roar_run):
+    workdir, _ = roar_run
+    results = workdir / "results" / "tiny"
+    outputs = [results / "roar.csv", results / "roar_auc.csv", results / "plots" / "roar.png"]
+    before = [p.read_bytes() for p in outputs]
+    record = results / "roar" / "baseline" / "roar" / "gradcam" / "f0.6" / "seed-0.json"
+    history = json.loads(record.read_text())["history"]
+    snakemake(
+        workdir,
+        "--cores",
+        "2",
+        "--configfile",
+        "roar.yaml",
+        "--forcerun",
+        str(record.relative_to(workdir)),
+    )
+    assert [p.read_bytes() for p in outputs] == before
+    rerun = json.loads(record.read_text())["history"]
+    assert [(e["train_loss"], e["test_acc"]) for e in rerun] == [
+        (e["train_loss"], e["test_acc"]) for e in history
+    ]
+
+
+@pytest.mark.slow
+def test_changing_a_fraction_reruns_only_that_fraction_and_the_aggregates(roar_run):
+    workdir, _ = roar_run
+    name = _config(workdir, "roar-f.yaml", fractions=[0.2, 0.7])
+    jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", name).stdout)
+    assert jobs == {"roar_retrain": 4, "roar_aggregate": 1, "summarize": 1, "all": 1}
+    changes = snakemake(workdir, "--list-changes", "params", "--configfile", name).stdout
+    assert "roar.csv" in changes and "f0.2" not in changes
+
+
+@pytest.mark.slow
+def test_a_bad_protocol_fails_before_any_job(roar_run):
+    workdir, _ = roar_run
+    for block, key in (
+        ({"fractions": [0.5, 1.5]}, "protocols.roar.fractions.1"),
+        ({"seeds": 0}, "protocols.roar.seeds"),
+    ):
+        out = snakemake(
+            workdir, "-n", "--configfile", _config(workdir, "bad.yaml", **block), check=False
+        )
+        assert out.returncode != 0 and key in out.stdout + out.stderr
