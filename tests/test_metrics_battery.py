@@ -316,6 +316,48 @@ def test_road_imputation_is_the_neighbours_mean():
     torch.testing.assert_close(out, image, rtol=1e-6, atol=1e-6)
 
 
+def _dense_imputation(image, missing, direct=1 / 6, diagonal=1 / 12):
+    """The paper's system assembled pixel by pixel and solved densely (float64)."""
+    c, h, w = image.shape
+    pixels = [(r, q) for r in range(h) for q in range(w) if missing[r, q]]
+    number = {p: i for i, p in enumerate(pixels)}
+    a = np.zeros((len(pixels), len(pixels)))
+    b = np.zeros((len(pixels), c))
+    y = image.double().numpy()
+    for i, (r, q) in enumerate(pixels):
+        for dr in (-1, 0, 1):
+            for dq in (-1, 0, 1):
+                rr, qq = r + dr, q + dq
+                if (dr, dq) == (0, 0) or not (0 <= rr < h and 0 <= qq < w):
+                    continue
+                weight = direct if dr == 0 or dq == 0 else diagonal
+                a[i, i] += weight
+                if missing[rr, qq]:
+                    a[i, number[(rr, qq)]] -= weight
+                else:
+                    b[i] += weight * y[:, rr, qq]
+    out = y.copy()
+    solved = np.linalg.solve(a, b)
+    for i, (r, q) in enumerate(pixels):
+        out[:, r, q] = solved[i]
+    return out
+
+
+def test_road_block_solver_equals_a_dense_solve():
+    from cambench.metrics.road import noisy_linear_imputation
+
+    g = torch.Generator().manual_seed(3)
+    images = torch.rand(5, 2, 7, 11, generator=g, dtype=torch.float64)
+    fractions = torch.tensor([0.1, 0.3, 0.5, 0.8, 0.95], dtype=torch.float64)
+    missing = torch.rand(5, 7, 11, generator=g, dtype=torch.float64) < fractions[:, None, None]
+    missing[:, 0, 0] = False  # one known pixel: the system is non-singular
+    ours = noisy_linear_imputation(images, missing)
+    for i in range(5):
+        np.testing.assert_allclose(
+            ours[i].numpy(), _dense_imputation(images[i], missing[i].numpy()), rtol=0, atol=1e-10
+        )
+
+
 # ------------------------------------------------------- table, config and job
 
 

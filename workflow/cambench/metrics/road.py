@@ -51,10 +51,6 @@ __all__ = [
 #: The paper's removal percentages (10 %, 20 %, …, 90 %).
 DEFAULT_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
-# (row offset, column offset) of the four lower-band neighbours in row-major order
-# (j < i) and whether each is a direct (True) or a diagonal neighbour.
-_LOWER = ((0, -1, True), (-1, 1, False), (-1, 0, True), (-1, -1, False))
-
 
 @dataclass
 class Road:
@@ -77,15 +73,15 @@ class Road:
         return self.lerf - self.morf
 
 
-def _band(missing: torch.Tensor, direct: float, diagonal: float) -> torch.Tensor:
-    """(N, n, W + 2) lower band of the system matrix over all n = H·W pixels:
-    ``band[:, i, d] = A[i, i - d]``; known pixels are identity rows."""
+def _coefficients(
+    missing: torch.Tensor, direct: float, diagonal: float
+) -> tuple[torch.Tensor, ...]:
+    """The system matrix's non-zeros, each (N, H, W) float64 at pixel (r, c): the
+    diagonal (``s_i`` at removed pixels, 1 at known ones: identity rows) and the
+    couplings to the left (r, c-1), upper (r-1, c), upper-left and upper-right
+    neighbours (``-w`` where both pixels are removed, 0 otherwise; symmetric)."""
     n_sys, h, w = missing.shape
-    n = h * w
-    m = w + 1
-    band = torch.zeros(n_sys, n, m + 1, dtype=torch.float64, device=missing.device)
     miss = missing.double()
-    # s_i: the weights of the neighbours inside the image (zero-padded 3x3 sum)
     kernel = torch.tensor(
         [[diagonal, direct, diagonal], [direct, 0.0, direct], [diagonal, direct, diagonal]],
         dtype=torch.float64,
@@ -93,73 +89,95 @@ def _band(missing: torch.Tensor, direct: float, diagonal: float) -> torch.Tensor
     )
     ones = torch.ones(1, 1, h, w, dtype=torch.float64, device=missing.device)
     s = torch.nn.functional.conv2d(ones, kernel[None, None], padding=1)[0, 0]
-    band[:, :, 0] = torch.where(missing, s, 1.0).reshape(n_sys, n)
-    for dr, dc, is_direct in _LOWER:
-        weight = direct if is_direct else diagonal
-        both = torch.zeros_like(miss)
-        rows = slice(max(0, -dr), h)
-        src_rows = slice(max(0, -dr) + dr, h + dr)
-        cols = slice(max(0, -dc), min(w, w - dc))
-        src_cols = slice(max(0, -dc) + dc, min(w, w - dc) + dc)
-        both[:, rows, cols] = miss[:, rows, cols] * miss[:, src_rows, src_cols]
-        band[:, :, -dr * w - dc] = (-weight * both).reshape(n_sys, n)
-    return band
+    diag = torch.where(missing, s, 1.0)
+    left = torch.zeros_like(miss)
+    left[:, :, 1:] = -direct * miss[:, :, 1:] * miss[:, :, :-1]
+    up = torch.zeros_like(miss)
+    up[:, 1:] = -direct * miss[:, 1:] * miss[:, :-1]
+    up_left = torch.zeros_like(miss)
+    up_left[:, 1:, 1:] = -diagonal * miss[:, 1:, 1:] * miss[:, :-1, :-1]
+    up_right = torch.zeros_like(miss)
+    up_right[:, 1:, :-1] = -diagonal * miss[:, 1:, :-1] * miss[:, :-1, 1:]
+    return diag, left, up, up_left, up_right
+
+
+def _block_solve(coefficients: tuple[torch.Tensor, ...], rhs: torch.Tensor) -> torch.Tensor:
+    """Solve ``A x = rhs`` for the symmetric positive definite (N, H·W, H·W) systems of
+    :func:`_coefficients`, ``rhs`` (N, H, W, C), by block Cholesky over image rows.
+
+    In row-major order ``A`` is block tridiagonal: diagonal blocks ``D_r`` (the row's
+    own W × W tridiagonal couplings) and sub-diagonal blocks ``E_r`` (row r to row
+    r - 1). With ``S_0 = D_0 = L_0 L_0^T``, ``g_0 = b_0`` and
+    ``[Z_r | h_{r-1}] = L_{r-1}^{-1} [E_r^T | g_{r-1}]``:
+    ``[S_r | g_r] = [D_r | b_r] - Z_r^T [Z_r | h_{r-1}]``, ``S_r = L_r L_r^T``;
+    back: ``x_r = L_r^{-T}(h_r - Z_{r+1} x_{r+1})``. H steps of batched W × W dense
+    factorizations (every image and percentage at once, the channels as right-hand
+    sides) instead of H·W scalar steps; float64, exact up to rounding."""
+    diag, left, up, up_left, up_right = (t.transpose(0, 1) for t in coefficients)  # (H, N, W)
+    h, n_sys, w = diag.shape
+    c = rhs.shape[3]
+    # per row r (leading, so that each step reads contiguous batches): [D_r | b_r] and
+    # [E_r^T | g_{r-1}] (g filled as it is computed), E_r^T[c', c] = A[(r, c), (r - 1, c')]
+    system = diag.new_zeros(h, n_sys, w, w + c)
+    blocks = system[..., :w]
+    blocks.diagonal(dim1=2, dim2=3).copy_(diag)
+    blocks.diagonal(offset=-1, dim1=2, dim2=3).copy_(left[..., 1:])
+    blocks.diagonal(offset=1, dim1=2, dim2=3).copy_(left[..., 1:])
+    system[..., w:] = rhs.transpose(0, 1)
+    coupled = diag.new_zeros(h, n_sys, w, w + c)
+    blocks = coupled[..., :w]
+    blocks.diagonal(dim1=2, dim2=3).copy_(up)
+    blocks.diagonal(offset=-1, dim1=2, dim2=3).copy_(up_right[..., :-1])
+    blocks.diagonal(offset=1, dim1=2, dim2=3).copy_(up_left[..., 1:])
+    factors = []
+    current = system[0]
+    for r in range(h - 1):
+        factor = torch.linalg.cholesky_ex(current[..., :w])[0]  # reads the lower triangle
+        factors.append(factor)
+        coupled[r + 1, ..., w:] = current[..., w:]
+        # coupled[r + 1] becomes [Z_{r+1} | h_r]
+        coupled[r + 1] = torch.linalg.solve_triangular(factor, coupled[r + 1], upper=False)
+        z = coupled[r + 1, ..., :w]
+        current = torch.baddbmm(system[r + 1], z.transpose(1, 2), coupled[r + 1], alpha=-1)
+    factor = torch.linalg.cholesky_ex(current[..., :w])[0]
+    factors.append(factor)
+    x = torch.empty(h, n_sys, w, c, dtype=diag.dtype, device=diag.device)
+    x[h - 1] = torch.cholesky_solve(current[..., w:], factor)
+    for r in range(h - 2, -1, -1):
+        z, h_r = coupled[r + 1, ..., :w], coupled[r + 1, ..., w:]
+        x[r] = torch.linalg.solve_triangular(
+            factors[r].transpose(1, 2), torch.baddbmm(h_r, z, x[r + 1], alpha=-1), upper=True
+        )
+    return x.transpose(0, 1)
+
+
+def _neighbour_sum(values: torch.Tensor, direct: float, diagonal: float) -> torch.Tensor:
+    """(..., H, W): each pixel's weighted sum of its eight neighbours inside the image
+    (zero padding), as shifted slices (a float64 conv2d is slow on CPU)."""
+    h, w = values.shape[-2:]
+    padded = torch.nn.functional.pad(values, (1, 1, 1, 1))
+    direct_sum = (
+        padded[..., :h, 1 : w + 1]
+        + padded[..., 2:, 1 : w + 1]
+        + padded[..., 1 : h + 1, :w]
+        + padded[..., 1 : h + 1, 2:]
+    )
+    diagonal_sum = (
+        padded[..., :h, :w] + padded[..., :h, 2:] + padded[..., 2:, :w] + padded[..., 2:, 2:]
+    )
+    return direct * direct_sum + diagonal * diagonal_sum
 
 
 def _right_hand_side(
     images: torch.Tensor, missing: torch.Tensor, direct: float, diagonal: float
 ) -> torch.Tensor:
-    """(N, n, C): the known neighbours' weighted sum at removed pixels, the image's
+    """(N, H, W, C): the known neighbours' weighted sum at removed pixels, the image's
     value at known ones."""
     y = images.double()
     known = (~missing).double()[:, None]
-    kernel = torch.tensor(
-        [[diagonal, direct, diagonal], [direct, 0.0, direct], [diagonal, direct, diagonal]],
-        dtype=torch.float64,
-        device=images.device,
-    )
-    c = y.shape[1]
-    nb = torch.nn.functional.conv2d(
-        (y * known).reshape(-1, 1, *y.shape[2:]), kernel[None, None], padding=1
-    ).reshape(y.shape)
+    nb = _neighbour_sum(y * known, direct, diagonal)
     rhs = torch.where(missing[:, None], nb, y)
-    return rhs.flatten(2).transpose(1, 2).reshape(y.shape[0], -1, c)
-
-
-def _banded_solve(band: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """Solve the symmetric positive definite banded systems ``A x = rhs``: ``band``
-    (N, n, m + 1) the lower band (``band[:, i, d] = A[i, i - d]``), ``rhs`` (N, n, C).
-    Right-looking Cholesky in place on the rows' upper band (``G[:, i, e] = A[i, i + e]``,
-    overwritten by the factor), forward substitution alongside, then back
-    substitution; float64."""
-    n_sys, n, width = band.shape
-    m = width - 1
-    dev = band.device
-    # rows' upper band, padded with m + 1 identity rows so every update is in range
-    g = torch.zeros(n_sys, n + m + 1, width, dtype=torch.float64, device=dev)
-    g[:, n:, 0] = 1.0
-    for e in range(width):
-        g[:, : n - e, e] = band[:, e:, e]
-    b = torch.zeros(n_sys, n + m + 1, rhs.shape[2], dtype=torch.float64, device=dev)
-    b[:, :n] = rhs
-    # update[t, e] = l[t] * l[t + e] for t + e < m (zero beyond: l padded with zeros)
-    t = torch.arange(m, device=dev)
-    pair = (t[:, None] + t[None, :]).clamp(max=m)
-    padded = torch.zeros(n_sys, m + 1, dtype=torch.float64, device=dev)
-    for j in range(n):
-        row = g[:, j]
-        row[:, 0].sqrt_()
-        row[:, 1:] /= row[:, :1]
-        col = row[:, 1:]  # L[j + 1 + t, j]
-        b[:, j] /= row[:, :1]
-        padded[:, :m] = col
-        g[:, j + 1 : j + 1 + m, :m] -= col[:, :, None] * padded[:, pair]
-        b[:, j + 1 : j + 1 + m] -= col[:, :, None] * b[:, j, None, :]
-    x = torch.zeros_like(b)
-    for j in range(n - 1, -1, -1):
-        following = (g[:, j, 1:, None] * x[:, j + 1 : j + 1 + m]).sum(dim=1)
-        x[:, j] = (b[:, j] - following) / g[:, j, :1]
-    return x[:, :n]
+    return rhs.permute(0, 2, 3, 1)
 
 
 def noisy_linear_imputation(
@@ -185,17 +203,17 @@ def noisy_linear_imputation(
     if missing.shape != (n_sys, h, w):
         raise ValueError(f"missing must be {(n_sys, h, w)}, got {tuple(missing.shape)}")
     direct, diagonal = (float(v) for v in weights)
-    band = _band(missing, direct, diagonal)
+    coefficients = _coefficients(missing, direct, diagonal)
     rhs = _right_hand_side(images, missing, direct, diagonal)
-    # chunks of systems: the factor takes N · H·W · (W + 1) float64
-    per_system = h * w * (w + 2) * 8 * 2
-    chunk = max(1, int(256 * 2**20 // per_system))
-    out = torch.empty(n_sys, h * w, c, dtype=torch.float64, device=images.device)
-    for start in range(0, n_sys, chunk):
-        out[start : start + chunk] = _banded_solve(
-            band[start : start + chunk], rhs[start : start + chunk]
+    # chunks of systems: the blocks, factors and couplings take 3 · H · W · (W + C) float64
+    chunk = max(1, int(64 * 2**20 // (3 * h * w * (w + c) * 8)))
+    parts = [
+        _block_solve(
+            tuple(t[start : start + chunk] for t in coefficients), rhs[start : start + chunk]
         )
-    solved = out.transpose(1, 2).reshape(n_sys, c, h, w)
+        for start in range(0, n_sys, chunk)
+    ]
+    solved = torch.cat(parts).permute(0, 3, 1, 2)
     if noise is not None:
         solved = solved + torch.where(missing[:, None], noise.double(), 0.0)
     return torch.where(missing[:, None], solved, images.double()).to(images.dtype)
@@ -207,14 +225,18 @@ def road_removed(
     """(B, H, W) bool: the ``floor(H·W·percentage/100)`` most (or least) relevant
     pixels of each map, equal values in the seeded order of
     :func:`cambench.data.degrade.salience_order`."""
-    b, h, w = maps.shape
-    n = h * w
-    k = int(n * float(percentage) / 100)
     order = salience_order(maps, index, seed)
+    return _removed(order, percentage, most_relevant).reshape(maps.shape)
+
+
+def _removed(order: torch.Tensor, percentage: float, most_relevant: bool) -> torch.Tensor:
+    """(B, n) bool from the salience ``order`` (B, n) of :func:`road_removed`."""
+    b, n = order.shape
+    k = int(n * float(percentage) / 100)
     chosen = order[:, :k] if most_relevant else order[:, n - k :]
-    removed = torch.zeros(b, n, dtype=torch.bool, device=maps.device)
+    removed = torch.zeros(b, n, dtype=torch.bool, device=order.device)
     removed.scatter_(1, chosen, True)
-    return removed.reshape(b, h, w)
+    return removed
 
 
 def road(
@@ -255,11 +277,12 @@ def road(
     b, c, h, w = images.shape
     curves = []
     n_p = len(percentages)
+    order = salience_order(maps, index, seed)
     for most in (True, False):
         # every percentage's removed pixels and noise, image-major (B·P systems)
-        missing = torch.stack(
-            [road_removed(maps, index, p, most, seed) for p in percentages], dim=1
-        ).reshape(b * n_p, h, w)
+        missing = torch.stack([_removed(order, p, most) for p in percentages], dim=1).reshape(
+            b * n_p, h, w
+        )
         z = torch.stack(
             [hash_normal(index, c * h * w, seed, 2 * k + (0 if most else 1)) for k in range(n_p)],
             dim=1,
