@@ -526,3 +526,127 @@ def test_figure_inputs_name_the_file_at_fault(tmp_path):
         read_tables([tmp_path / "gone.csv"], "rows")
     with pytest.raises(ValueError, match="non-empty list"):
         read_tables([], "rows")
+
+
+# --- figures that mislead (issue 22 item 9) ---------------------------------------------
+
+
+def _boxes_overlap(boxes) -> bool:
+    """Whether any two display bounding boxes overlap horizontally (left to right)."""
+    boxes = sorted(boxes, key=lambda b: b.x0)
+    return any(a.x1 > b.x0 for a, b in zip(boxes, boxes[1:], strict=False))
+
+
+def _many_models_summary(path: Path, models, methods) -> Path:
+    rng = np.random.default_rng(3)
+    rows = [
+        {"model": model, "method": method, "n_images": N}
+        | {c: float(rng.uniform(0, 100)) for c in SUMMARY_COLUMNS[3:]}
+        for model in models
+        for method in methods
+    ]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    "models, methods",
+    [
+        (["baseline", "castream", "gradalign"], METHODS),  # 12 bars: used to be 4 panels wide
+        (["resnet18_imagenet_finetuned", "vit_small_patch16_224", "b", "c"], ["gradcam"]),
+        ([f"model_number_{k}" for k in range(6)], [*KNOWN[:12]]),
+    ],
+)
+def test_metric_bars_x_labels_never_overprint(tmp_path, models, methods):
+    fig = metric_bars_figure(_many_models_summary(tmp_path / "s.csv", models, methods))
+    fig.draw_without_rendering()  # the layout the saved figure has
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_xticklabels()]
+    assert len(panels) == len(METRICS)
+    for ax in panels:
+        labels = [t for t in ax.get_xticklabels() if t.get_text()]
+        assert [t.get_text().replace("\n", "") for t in labels] == models
+        assert not _boxes_overlap([t.get_window_extent() for t in labels]), ax.get_title()
+
+
+def test_distribution_titles_never_overprint(tmp_path, monkeypatch):
+    """Every non-binary metric (the opt-in ones have long titles): three panels a row,
+    no title wider than its panel nor overlapping its neighbour."""
+    from cambench.plots import distributions
+
+    columns = [m[0] for m in distributions.DISTRIBUTION_METRICS]
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame(
+        {"method": np.repeat(METHODS, N)}
+        | {c: rng.uniform(0, 100, N * len(METHODS)) for c in columns}
+    )
+    frame.to_csv(tmp_path / "per_image.csv", index=False)
+    drawn = {}
+    monkeypatch.setattr(distributions, "save_figure", lambda fig, out: drawn.update(fig=fig))
+    distributions.plot_distributions([tmp_path / "per_image.csv"], tmp_path / "d.png", "vit")
+    fig = drawn["fig"]
+    fig.draw_without_rendering()
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == len(columns)
+    rows: dict[float, list] = {}
+    for ax in panels:
+        rows.setdefault(round(ax.get_position().y0, 3), []).append(ax)
+        title = ax.title.get_window_extent()
+        assert title.width <= ax.get_window_extent().width + 1, ax.get_title()
+    for row in rows.values():
+        assert not _boxes_overlap([ax.title.get_window_extent() for ax in row])
+    assert "per image" not in " ".join(ax.get_title() for ax in panels)  # said once, above
+    assert fig.get_suptitle().startswith("vit: per-image scores")
+
+
+def _bold_cells(fig) -> set[tuple[str, int, int]]:
+    """(panel title's model, row, column) of every bold number of the heatmap."""
+    return {
+        (
+            ax.get_title(loc="left").split()[0],
+            round(t.get_position()[1]),
+            round(t.get_position()[0]),
+        )
+        for ax in fig.axes
+        for t in ax.texts
+        if t.get_fontweight() == "bold"
+    }
+
+
+def test_summary_heatmap_bolds_by_the_tables_rule(tmp_path, monkeypatch):
+    """fakecam (a sanity baseline) and flagged (model-independent) have the best value of
+    every column, yet neither is bold; AD ties for every method that may be bold, so no
+    AD value is; elsewhere the best of gradcam and layercam is, and only it."""
+    from cambench.plots import summary_heatmap
+
+    methods = ["gradcam", "layercam", "flagged", "fakecam"]
+    columns = [m[0] for m in METRICS]
+    rows = []
+    for method in methods:
+        row = {"model": "resnet", "method": method, "n_images": N, "model_independent": False}
+        for column, _, higher in METRICS:
+            good = {"gradcam": 60.0, "layercam": 50.0, "flagged": 80.0, "fakecam": 90.0}[method]
+            row[column] = good if higher else 100.0 - good
+        row["AD"] = 20.0 if method in ("gradcam", "layercam") else 0.0
+        row["model_independent"] = method == "flagged"
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(tmp_path / "s.csv", index=False)
+    drawn = {}
+    monkeypatch.setattr(summary_heatmap, "save_figure", lambda fig, out: drawn.update(fig=fig))
+    summary_heatmap.plot_summary_heatmap(tmp_path / "s.csv", tmp_path / "h.png")
+    ad = columns.index("AD")
+    expected = {("resnet", 0, j) for j in range(len(columns)) if j != ad}  # gradcam's row
+    assert _bold_cells(drawn["fig"]) == expected
+
+
+def test_plug_in_methods_are_never_drawn_in_a_baselines_grey():
+    import colorsys
+
+    from matplotlib.colors import to_rgb
+
+    greys = {to_rgb(METHOD_COLORS[m]) for m in ("random", "fakecam")}
+    for k in range(300):
+        colour = to_rgb(method_color(f"plugin_{k}"))
+        _, _, saturation = colorsys.rgb_to_hls(*colour)
+        assert saturation > 0.2, (k, colour)  # HLS saturation of a grey is 0
+        for grey in greys:
+            assert np.abs(np.subtract(colour, grey)).max() > 0.15

@@ -330,3 +330,23 @@ def test_p_values_print_as_in_papers():
     assert format_p(0.0004) == "p < 0.001"
     assert format_p(0.0312) == "p = 0.031"
     assert format_p(float("nan")) == "p = –"
+
+
+def test_the_tables_bold_no_value_of_a_column_where_every_method_ties():
+    """AD ties for both methods that may be bold (fakecam, a sanity baseline, is lower
+    still): no AD value is bold; AG is gradcam's, not the higher baseline's."""
+    from cambench.summary.render import summary_table
+
+    summary = pd.DataFrame(
+        {
+            "model": "m",
+            "method": ["gradcam", "layercam", "fakecam"],
+            "n_images": N,
+            "AD": [12.04, 11.96, 0.0],  # 12.0 for both at the printed precision
+            "AG": [30.0, 20.0, 50.0],
+        }
+    )
+    rows = summary_table(summary).rows
+    ad, ag = 3, 4  # model, method, n, then the metrics in table order
+    assert [row[ad].bold for row in rows] == [False, False, False]
+    assert [row[ag].bold for row in rows] == [True, False, False]

@@ -14,7 +14,14 @@ from matplotlib.patches import Patch
 
 from cambench.best import registered_methods
 from cambench.metric_table import METRICS as METRIC_TABLE
-from cambench.plots.style import BASELINE_METHODS, method_color, new_figure, save_figure, styled
+from cambench.plots.style import (
+    BASELINE_METHODS,
+    fit_xtick_labels,
+    method_color,
+    new_figure,
+    save_figure,
+    styled,
+)
 from cambench.plots.summary_heatmap import METRICS, read_summary
 
 TITLES = {m.column: m.title for m in METRIC_TABLE}
@@ -54,7 +61,7 @@ def metric_bars_figure(summary_csv: str | os.PathLike) -> Figure:
     methods = list(dict.fromkeys(df["method"]))
     ran = dict(zip(df["method"], registered_methods(df), strict=True))  # label -> method
     n_bars = len(models) * len(methods)
-    n_cols = 4 if n_bars <= 12 else 2
+    n_cols = 4 if n_bars <= 12 and len(models) <= 2 else 2  # 3+ names: wider panels
     n_rows = -(-len(METRICS) // n_cols)
     fig = new_figure(7.2, 1.9 * n_rows + 0.25 + 0.18 * -(-len(methods) // 5))
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
@@ -123,6 +130,8 @@ def metric_bars_figure(summary_csv: str | os.PathLike) -> Figure:
         frameon=False,
         title=f"method (bars: mean; whiskers: confidence interval; {n_text} images)",
     )
+    # many models in a narrow panel: their names would overprint
+    fit_xtick_labels(list(axes.flat[: len(METRICS)]), models)
     return fig
 
 

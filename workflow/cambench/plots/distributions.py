@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 
 from cambench.metric_table import METRICS
-from cambench.plots.style import method_color, new_figure, save_figure, styled
+from cambench.plots.style import fit_titles, method_color, new_figure, save_figure, styled
 from cambench.table_io import read_tables
 
 # (per-image column, title, higher is better): the metrics whose per-image values
-# spread (AI and the pointing game are 0 or 100 per image: a box says nothing)
+# spread (AI and the pointing game are 0 or 100 per image: a box says nothing). The
+# titles are the metrics' own; "per image" is said once, in the figure's title.
 DISTRIBUTION_METRICS: tuple[tuple[str, str, bool], ...] = tuple(
-    (m.column, f"{m.title} per image", not m.lower_is_better) for m in METRICS if not m.binary
+    (m.column, m.title, not m.lower_is_better) for m in METRICS if not m.binary
 )
 
 
@@ -33,7 +34,8 @@ def plot_distributions(
 
     Boxes span the quartiles with the median as a line; whiskers reach the furthest
     value within 1.5 interquartile ranges; the white diamond is the mean (the number
-    in the summary table). Metrics a file lacks are left out.
+    in the summary table). Metrics a file lacks are left out. A panel title wider than
+    its panel is broken into two lines, so neighbouring titles never overprint.
     """
     df = read_per_image(csv_files)
     methods = list(dict.fromkeys(df["method"].astype(str)))
@@ -87,5 +89,8 @@ def plot_distributions(
         row[0].set_ylabel("percent")
     n = df.groupby("method").size()
     n_text = f"n = {n.min()}" + (f"–{n.max()}" if n.min() != n.max() else "") + " images"
-    fig.suptitle(f"{title}   ({n_text})" if title else n_text)
+    fig.suptitle(
+        f"{title}: per-image scores   ({n_text})" if title else f"per-image scores ({n_text})"
+    )
+    fit_titles([ax for ax in axes.flat if ax.get_visible()])  # a long title: two lines
     save_figure(fig, out_png)

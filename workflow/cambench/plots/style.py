@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,8 @@ import matplotlib
 matplotlib.use("Agg")
 
 from matplotlib import colormaps  # noqa: E402
-from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.colors import rgb_to_hsv, to_hex, to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from cambench.atomic import atomic_output  # noqa: E402
@@ -67,7 +69,25 @@ METHOD_COLORS: dict[str, str] = {
 BASELINE_METHODS = frozenset(SANITY_BASELINES)
 
 _TAB20 = [to_hex(c) for c in colormaps["tab20"].colors]
-_FALLBACK_COLORS = [c for c in _TAB20 if c not in set(METHOD_COLORS.values())]
+#: Greys say "sanity baseline": a method without a fixed colour never gets a grey, nor a
+#: colour within GREY_DISTANCE (in every RGB channel) of a baseline's grey.
+GREY_SATURATION, GREY_DISTANCE = 0.15, 0.15
+_BASELINE_GREYS = [to_rgb(METHOD_COLORS[m]) for m in ("fakecam", "random")]
+
+
+def _plug_in_colour(colour: str) -> bool:
+    """Whether a tab20 ``colour`` may go to a method without a fixed one."""
+    rgb = to_rgb(colour)
+    far = all(
+        max(abs(a - b) for a, b in zip(rgb, g, strict=True)) >= GREY_DISTANCE
+        for g in _BASELINE_GREYS
+    )
+    return rgb_to_hsv(rgb)[1] >= GREY_SATURATION and far
+
+
+_FALLBACK_COLORS = [
+    c for c in _TAB20 if c not in set(METHOD_COLORS.values()) and _plug_in_colour(c)
+]
 
 MODEL_COLORS = [to_hex(c) for c in colormaps["Dark2"].colors]
 
@@ -75,8 +95,9 @@ MODEL_COLORS = [to_hex(c) for c in colormaps["Dark2"].colors]
 def method_color(method: str) -> str:
     """The colour of ``method`` in every figure (hex string).
 
-    Known methods have a fixed colour; any other name gets one from the tab20 cycle
-    chosen by a stable hash of the name, so it is the same in every run and figure.
+    Known methods have a fixed colour; any other name (a plug-in) gets one of the
+    saturated tab20 colours not taken by them, chosen by a stable hash of the name, so
+    it is the same in every run and figure and never a baseline's grey.
     """
     if method in METHOD_COLORS:
         return METHOD_COLORS[method]
@@ -91,6 +112,69 @@ def method_linestyle(method: str) -> str:
 def model_color(position: int) -> str:
     """Colour of the ``position``-th model in a figure (models are few; Dark2 cycle)."""
     return MODEL_COLORS[position % len(MODEL_COLORS)]
+
+
+def _overlap(boxes: list, pad: float) -> bool:
+    """Whether any two of ``boxes`` (display bounding boxes, left to right) overlap
+    horizontally, with ``pad`` pixels between them required."""
+    boxes = sorted(boxes, key=lambda b: b.x0)
+    return any(a.x1 + pad > b.x0 for a, b in zip(boxes, boxes[1:], strict=False))
+
+
+def xtick_labels_overlap(axes: list[Axes], pad: float = 2.0) -> bool:
+    """Whether the x tick labels of any of ``axes`` overlap (checked with the renderer
+    after the figure's layout)."""
+    axes[0].figure.draw_without_rendering()
+    return any(
+        _overlap([t.get_window_extent() for t in ax.get_xticklabels() if t.get_text()], pad)
+        for ax in axes
+    )
+
+
+def _wrap_name(name: str, width: int) -> str:
+    """``name`` in lines of about ``width`` characters, broken after ``_`` or ``-``."""
+    lines = [""]
+    for part in re.split(r"(?<=[_\-])", name):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(lines)
+
+
+def fit_xtick_labels(axes: list[Axes], labels: list[str]) -> None:
+    """Give every axis of ``axes`` the x tick ``labels`` so that none overlaps its
+    neighbour: as they are when they fit, else broken into lines at ``_``/``-``, else
+    vertical. The check measures the drawn labels (renderer bounding boxes)."""
+    for ax in axes:
+        ax.set_xticklabels(labels)
+    if not labels or not xtick_labels_overlap(axes):
+        return
+    room = min(ax.get_window_extent().width for ax in axes) / len(labels)
+    widest = max(
+        t.get_window_extent().width / len(t.get_text())
+        for ax in axes
+        for t in ax.get_xticklabels()
+        if t.get_text()
+    )
+    wrapped = [_wrap_name(label, max(4, int(0.9 * room / widest))) for label in labels]
+    for ax in axes:
+        ax.set_xticklabels(wrapped)
+    if not xtick_labels_overlap(axes):
+        return
+    for ax in axes:
+        ax.set_xticklabels(labels, rotation=90)
+
+
+def fit_titles(axes: list[Axes]) -> None:
+    """Break an axis title that is wider than its axis into two lines (neighbouring
+    panels' titles would overprint), measured after the figure's layout."""
+    axes[0].figure.draw_without_rendering()
+    for ax in axes:
+        title = ax.title
+        if title.get_window_extent().width > ax.get_window_extent().width:
+            words = title.get_text().split(" ")
+            half = max(1, len(words) // 2)
+            title.set_text(" ".join(words[:half]) + "\n" + " ".join(words[half:]))
 
 
 def new_figure(width: float, height: float) -> Figure:
