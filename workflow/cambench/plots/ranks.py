@@ -117,8 +117,10 @@ def rank_heatmap_figure(ranks_csv: str | os.PathLike) -> Figure:
         flagged = _flag(rows, "model_independent")
         methods = rows["method"].tolist()
         ax.set_yticks(range(n), [m + (" †" if flagged[i] else "") for i, m in enumerate(methods)])
-        for label, method in zip(ax.get_yticklabels(), methods, strict=True):
-            if method in SANITY_BASELINES:
+        # ranks.csv's sanity_baseline follows the registered method (a variant's label)
+        baseline = _flag(rows, "sanity_baseline") | rows["method"].isin(SANITY_BASELINES).to_numpy()
+        for label, italic in zip(ax.get_yticklabels(), baseline, strict=True):
+            if italic:
                 label.set_fontstyle("italic")
         ax.tick_params(axis="y", length=0)
         ax.set_xticks(np.arange(-0.5, len(columns), 1), minor=True)
