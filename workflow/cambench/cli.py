@@ -411,11 +411,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         required=True,
-        help="a registered saliency method: cam, gradcam, gradcampp, xgradcam, layercam, "
-        "scorecam, ablationcam, opticam, gradient, guided_backprop, castream_attention, "
-        "fakecam, random, or one a plug-in registers",
+        help="a registered saliency method (cambench list methods: gradcam, opticam, …, or "
+        "one a plug-in registers), captum:<Class> or pytorch_grad_cam:<Class>; or the "
+        "label of a methods: entry whose --params name the method it runs under 'method'",
     )
-    p.add_argument("--params", type=_json, required=True, help="method parameters, as JSON")
+    p.add_argument(
+        "--params",
+        type=_json,
+        required=True,
+        help="method parameters, as JSON; a variant's also 'method' (the file's method "
+        "attribute is then --method, the label, and registered_method the method)",
+    )
     p.add_argument("--layer", default="", help="dotted target layer path (default: the model's)")
     p.add_argument(
         "--n-images",
@@ -523,7 +529,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="checkpoint (.pt)")
     p.add_argument("--model-name", required=True, help="the model's name in the config")
     p.add_argument("--data", required=True, help="test split (.h5): its first --n-images images")
-    p.add_argument("--method", required=True, help="a registered saliency method")
+    p.add_argument(
+        "--method",
+        required=True,
+        help="a registered saliency method, captum:<Class> or pytorch_grad_cam:<Class>; or "
+        "a methods: entry's label (the CSV's method) whose --params carry 'method'",
+    )
     p.add_argument("--params", type=_json, required=True, help="method parameters, as JSON")
     p.add_argument("--layer", default="", help="dotted target layer path (default: the model's)")
     p.add_argument("--n-images", type=int, required=True)
