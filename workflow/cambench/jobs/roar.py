@@ -178,11 +178,19 @@ def noisy_linear(noise: float, seed: int):
 
 
 def degraded(
-    split: Split, maps: Any, fraction: float, mode: str, mean: torch.Tensor, seed: int, impute=None
+    split: Split,
+    maps: Any,
+    fraction: float,
+    mode: str,
+    mean: torch.Tensor,
+    seed: int,
+    impute=None,
+    device: torch.device | None = None,
 ) -> Split:
     """``split`` whose images are degraded by ``maps`` when read (labels, masks, class
-    names unchanged; the open file stays the original split's)."""
-    images = DegradedImages(split.images, maps, fraction, MODES[mode], mean, seed, impute)
+    names unchanged; the open file stays the original split's), ranked and imputed on
+    ``device`` (``None``: where they are read)."""
+    images = DegradedImages(split.images, maps, fraction, MODES[mode], mean, seed, impute, device)
     return dataclasses.replace(split, images=images, file=None)
 
 
@@ -269,8 +277,11 @@ def retrain(job: RetrainJob, device: torch.device) -> dict[str, Any]:
     mean = sampled_channel_mean(train.images)
     tie_seed = config["seed"]
     impute = noisy_linear(job.noise, tie_seed) if job.imputation == "noisy_linear" else None
-    degraded_train = degraded(train, train_maps, job.fraction, job.mode, mean, tie_seed, impute)
-    degraded_test = degraded(test, test_maps, job.fraction, job.mode, mean, tie_seed, impute)
+    # on a GPU the pixels are ranked there (the CPU sort would starve it at 224 px)
+    where = device if device.type == "cuda" else None
+    args = (job.fraction, job.mode, mean, tie_seed, impute, where)
+    degraded_train = degraded(train, train_maps, *args)
+    degraded_test = degraded(test, test_maps, *args)
     num_classes = len(train.class_names)
     model, config = build_trainee(config, None, num_classes)
     tic = time.perf_counter()
