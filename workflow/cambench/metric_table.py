@@ -220,11 +220,14 @@ def _fits(value: Any, default: Any) -> bool:
 
 
 def resolve_params(
-    params: dict[str, dict[str, Any]] | None, columns: tuple[str, ...]
+    params: dict[str, dict[str, Any]] | None,
+    columns: tuple[str, ...],
+    image_size: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Full parameters of every computation the chosen ``columns`` need (defaults
     filled); ValueError naming ``metrics.params.<group>[.<key>]`` for an unknown group,
-    an unknown key or a value of another type than the default's."""
+    an unknown key, a value of another type than the default's or out of its range
+    (:func:`check_values`)."""
     for group, given in (params or {}).items():
         if group not in PARAMS:
             raise ValueError(
@@ -244,7 +247,65 @@ def resolve_params(
                     f"{PARAMS[group][key]!r}, got {value!r}"
                 )
     groups = dict.fromkeys(BY_COLUMN[c].group for c in columns if BY_COLUMN[c].group)
-    return {g: {**PARAMS[g], **((params or {}).get(g) or {})} for g in groups}
+    resolved = {g: {**PARAMS[g], **((params or {}).get(g) or {})} for g in groups}
+    for group in {*groups, *(params or {})}:
+        check_values(group, {**PARAMS[group], **((params or {}).get(group) or {})}, image_size)
+    return resolved
+
+
+def check_values(group: str, values: dict[str, Any], image_size: int | None = None) -> None:
+    """ValueError naming ``metrics.params.<group>.<key>`` for a value outside its
+    metric's range (``image_size``: the dataset's, for the limits in pixels), so that
+    a bad value fails at config time, not in the metrics job."""
+
+    def fail(key: str, expected: str) -> None:
+        raise ValueError(
+            f"config key 'metrics.params.{group}.{key}': {expected}, got {values[key]!r}"
+        )
+
+    def choice(key: str, valid: tuple[str, ...]) -> None:
+        if values[key] not in valid:
+            fail(key, f"must be one of {', '.join(valid)}")
+
+    def at_least(key: str, low: float) -> None:
+        if not values[key] >= low:
+            fail(key, f"must be at least {low}")
+
+    pixels = image_size * image_size if image_size else None
+    if "seed" in values:
+        at_least("seed", 0)
+    if group == "road":
+        percentages = values["percentages"]
+        if not percentages or any(not 0 < p < 100 for p in percentages):
+            fail("percentages", "must be a non-empty list of percentages in (0, 100)")
+        at_least("noise", 0)
+        if len(values["weights"]) != 2 or any(not w > 0 for w in values["weights"]):
+            fail("weights", "must be two positive weights [direct, diagonal]")
+        choice("score", ("accuracy", "probability", "logit"))
+    elif group == "faithfulness_correlation":
+        at_least("subset_size", 1)
+        if pixels and values["subset_size"] > pixels:
+            fail("subset_size", f"must be at most the {pixels} pixels (dataset.image_size²)")
+        at_least("n_subsets", 2)  # a correlation needs two points
+        choice("baseline", ("black", "mean"))
+        choice("output", ("probability", "logit"))
+    elif group == "monotonicity_correlation":
+        at_least("pixels_per_step", 1)
+        if pixels and values["pixels_per_step"] > pixels:
+            fail("pixels_per_step", f"must be at most the {pixels} pixels (dataset.image_size²)")
+        at_least("n_samples", 1)
+        if not values["low"] < values["high"]:
+            fail("high", f"must exceed low ({values['low']!r})")
+        if not values["eps"] > 0:
+            fail("eps", "must be positive")
+        choice("output", ("probability", "logit"))
+    elif group == "irof":
+        at_least("cells", 1)
+        if image_size and values["cells"] > image_size:
+            fail("cells", f"must be at most dataset.image_size ({image_size})")
+        choice("output", ("probability", "logit"))
+    elif group == "effective_complexity":
+        at_least("eps", 0)
 
 
 BY_COLUMN: dict[str, Metric] = {m.column: m for m in METRICS}

@@ -685,7 +685,7 @@ def parse_config(config: dict[str, Any]) -> Experiment:
         pointing_tolerance=float(m["pointing_tolerance"]),
         statistics=StatisticsSpec(**m["statistics"]),
         include=include,
-        params=resolve_params(m.get("params"), include),
+        params=resolve_params(m.get("params"), include, int(config["dataset"]["image_size"])),
     )
     s = config["sanity"]
     sanity_methods = tuple(s.get("methods") or methods) if s["randomization"] else ()
