@@ -7,7 +7,7 @@ from cambench.jobs import roar as roar_job
 from cambench.provenance import code_digest
 
 ROAR = EXP.roar
-ROAR_FRACTIONS = {f"{f:g}": f for f in (ROAR.fractions if ROAR else ())}
+ROAR_FRACTIONS = {str(f): f for f in (ROAR.fractions if ROAR else ())}
 ROAR_SHARDS = list(range(ROAR.shards)) if ROAR else []
 ROAR_MAPS = f"{RESULTS}/roar/maps/{{split}}/{{model}}/{{method}}/shard-{{shard}}.h5"
 ROAR_RECORD = (
@@ -15,7 +15,7 @@ ROAR_RECORD = (
 )
 ROAR_RECORDS = [
     ROAR_RECORD.format(
-        model=model, mode=mode, method=method, fraction=f"{f:g}", seed=seed
+        model=model, mode=mode, method=method, fraction=str(f), seed=seed
     )
     for model, mode, method, f, seed in (ROAR.retrains() if ROAR else [])
 ]
@@ -29,20 +29,6 @@ ROAR_TARGETS = (
     if ROAR
     else []
 )
-
-
-def roar_maps(split):
-    """The maps of ``split`` of a retrain's model and method, its shards in order."""
-
-    def inputs(wildcards):
-        return [
-            ROAR_MAPS.format(
-                split=split, model=wildcards.model, method=wildcards.method, shard=s
-            )
-            for s in ROAR_SHARDS
-        ]
-
-    return inputs
 
 
 if ROAR:
@@ -93,8 +79,21 @@ if ROAR:
             train=f"{RESULTS}/data/train.h5",
             test=f"{RESULTS}/data/test.h5",
             checkpoint=f"{RESULTS}/models/{{model}}.pt",
-            train_maps=roar_maps("train"),
-            test_maps=roar_maps("test"),
+            # the maps of each split of the retrain's model and method, shards in order
+            train_maps=lambda w: expand(
+                ROAR_MAPS,
+                split="train",
+                model=w.model,
+                method=w.method,
+                shard=ROAR_SHARDS,
+            ),
+            test_maps=lambda w: expand(
+                ROAR_MAPS,
+                split="test",
+                model=w.model,
+                method=w.method,
+                shard=ROAR_SHARDS,
+            ),
         output:
             ROAR_RECORD,
         log:
