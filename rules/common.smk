@@ -324,7 +324,7 @@ def saliency_mem_mb(wildcards):
 METRICS_MEM_MB = eval_mem_mb(max(EXP.eval.batch_size, EXP.metrics.forward_batch_size))
 # Maps that need no model forward when the class explained is the label; under
 # `device: auto` their saliency job asks for no GPU (it runs on the CPU, same maps).
-NO_FORWARD_METHODS = ("fakecam", "random")
+NO_FORWARD_METHODS = ("fakecam", "random", "mask_oracle")
 
 
 def saliency_gpus(wildcards):

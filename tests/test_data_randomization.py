@@ -4,6 +4,7 @@ config errors before any job, and the whole check through the workflow."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -250,3 +251,25 @@ def test_workflow_runs_the_check_and_reruns_identically(tmp_path):
     )
     for path, data in before.items():
         assert path.read_bytes() == data, path
+
+
+def test_example_file_is_byte_identical_and_drawn(tmp_path):
+    from cambench.jobs.datarand import write_npz
+    from cambench.plots.datarand import plot_data_randomization
+
+    g = np.random.default_rng(0)
+    arrays = {
+        "images": g.integers(0, 255, (2, 3, 16, 16), dtype=np.uint8),
+        "maps": g.random((2, 16, 16)).astype(np.float16),
+        "randomized_maps": g.random((2, 16, 16)).astype(np.float16),
+        "spearman": g.random(2),
+        "method": np.array("gradcam"),
+        "model": np.array("baseline"),
+    }
+    write_npz(tmp_path / "a.npz", arrays)
+    write_npz(tmp_path / "b.npz", arrays)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    with np.load(tmp_path / "a.npz") as npz:
+        assert str(npz["method"]) == "gradcam" and np.array_equal(npz["maps"], arrays["maps"])
+    plot_data_randomization([tmp_path / "a.npz"], tmp_path / "fig.png")
+    assert (tmp_path / "fig.png").stat().st_size > 5_000 and (tmp_path / "fig.pdf").exists()
