@@ -451,7 +451,13 @@ def test_metrics_job_writes_the_chosen_columns(tmp_path):
         settings={**base, "include": list(include), "metric_params": params},
         **common,
     )
+    # two runs on the same inputs: byte-identical files, parameters and seeds in both
     assert (tmp_path / "c.csv").read_bytes() == (tmp_path / "c2.csv").read_bytes()
+    assert (tmp_path / "c.npz").read_bytes() == (tmp_path / "c2.npz").read_bytes()
+    with np.load(tmp_path / "c.npz") as curves:
+        assert __import__("json").loads(str(curves["metric_params"])) == params
+    with np.load(tmp_path / "d.npz") as curves:
+        assert "metric_params" not in curves.files  # the default run's files unchanged
     assert not set(include) - set(DEFAULT_COLUMNS) & set(default.columns)
     assert "metric_params" not in default.columns
     for column in DEFAULT_COLUMNS:  # the default columns are unchanged

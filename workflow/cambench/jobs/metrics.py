@@ -269,6 +269,12 @@ def run(
             index=cache.index.numpy(),
             method=np.array(cache.attrs["method"]),
             protocol=np.array(protocol.to_json()),
+            # the added metrics' parameters and seeds, as in the CSV (not in the default run)
+            **(
+                {"metric_params": np.array(json.dumps(metric_params, sort_keys=True))}
+                if metric_params
+                else {}
+            ),
         )
     joblog.footer(start, [str(out_csv), str(out_curves)])
     return frame
