@@ -219,7 +219,7 @@ def test_adapters_run_through_the_workflow_and_equal_the_library(tmp_path):
     (workdir / "adapters.yaml").write_text(yaml.safe_dump(config))
     results = workdir / "results" / "tiny"
     targets = [f"results/tiny/metrics/baseline/{m}/shard-0.csv" for m in config["methods"]]
-    snakemake(workdir, "--cores", "2", "--configfile", "adapters.yaml", *targets)
+    snakemake(workdir, *targets, "--cores", "2", "--configfile", "adapters.yaml")
 
     model = load_checkpoint(results / "models" / "baseline.pt", map_location="cpu")
     with read_split(results / "data" / "test.h5") as split:
