@@ -26,8 +26,10 @@ the noise of pixel :math:`q`, channel :math:`c` is :func:`cambench.metrics.draws
 of the image's split position, stream ``2 * k + (0 MoRF, 1 LeRF)`` for the ``k``-th
 percentage, element ``c·H·W + q``: independent of the batch.
 
-The linear system is solved exactly (banded Cholesky in float64, batched on the
-images' device; bandwidth W + 1 in row-major order), not iteratively.
+The linear system is solved exactly, not iteratively: block Cholesky over the image
+rows (the matrix is block tridiagonal in row-major order), H steps of W × W dense
+factorizations batched over every image and percentage on the images' device, the
+channels as right-hand sides; float64.
 """
 
 from __future__ import annotations
