@@ -30,7 +30,7 @@ def shapes():
 def test_maps_equal_the_datasets_masks(shapes):
     images, labels, masks = shapes
     model, _, _ = example_inputs()
-    maps = explain("mask_oracle", model, images, labels, masks=masks)
+    maps = explain("mask_oracle", model, images, labels, object_masks=masks)
     assert masks.any((1, 2)).all()  # every shapes image has an object
     assert torch.equal(maps, masks.float())
 
@@ -39,7 +39,7 @@ def test_maps_equal_the_datasets_masks(shapes):
 def test_blurred_variant_is_a_gaussian_filter_of_the_mask(shapes, sigma):
     images, labels, masks = shapes
     model, _, _ = example_inputs()
-    maps = explain("mask_oracle", model, images, labels, masks=masks, blur_sigma=sigma)
+    maps = explain("mask_oracle", model, images, labels, object_masks=masks, blur_sigma=sigma)
     for i in range(len(masks)):  # reference: scipy, then min-max as every map
         ref = ndimage.gaussian_filter(
             masks[i].numpy().astype(np.float64), sigma, mode="mirror", truncate=4.0
@@ -54,7 +54,7 @@ def test_hand_computed_blur_of_one_pixel():
     masks = torch.zeros(1, 32, 32, dtype=torch.bool)
     masks[0, 16, 16] = True
     model, images, targets = example_inputs(batch=1)
-    maps = explain("mask_oracle", model, images, targets, masks=masks, blur_sigma=1.0)
+    maps = explain("mask_oracle", model, images, targets, object_masks=masks, blur_sigma=1.0)
     for dy, dx in [(0, 0), (0, 1), (1, 1), (2, 0), (3, 2)]:
         expected = np.exp(-(dy**2 + dx**2) / 2)
         assert maps[0, 16 + dy, 16 + dx].item() == pytest.approx(expected, abs=1e-6)
@@ -65,8 +65,8 @@ def test_without_masks_it_is_a_clear_error():
     model, images, targets = example_inputs()
     with pytest.raises(ValueError, match="'mask_oracle' reads the images' object masks"):
         explain("mask_oracle", model, images, targets)
-    with pytest.raises(ValueError, match=r"masks must be \(2, 32, 32\)"):
-        explain("mask_oracle", model, images, targets, masks=torch.ones(2, 16, 16))
+    with pytest.raises(ValueError, match=r"object_masks must be \(2, 32, 32\)"):
+        explain("mask_oracle", model, images, targets, object_masks=torch.ones(2, 16, 16))
     assert METHODS["mask_oracle"].needs_masks and not METHODS["gradcam"].needs_masks
 
 

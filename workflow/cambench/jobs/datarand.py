@@ -121,7 +121,7 @@ def run(
         params,
         layer=layer or None,
         batch_size=batch_size,
-        masks=masks,
+        object_masks=masks,
     )
     per_image = torch.stack([getattr(result, s) for s in SIMILARITIES], dim=1).cpu().numpy()
     mean, low, high = bootstrap_mean_ci(

@@ -157,7 +157,7 @@ def run(
             images = split.float_images(idx).to(device)
             targets = explained_classes(model, images, split.labels[idx].to(device), target)
             # a method that reads the object masks (mask_oracle) gets the batch's
-            masks = {"masks": split.masks[idx].to(device)} if spec.needs_masks else {}
+            masks = {"object_masks": split.masks[idx].to(device)} if spec.needs_masks else {}
             tic = time.perf_counter()
             try:
                 maps, flags = explain_with_flags(

@@ -127,7 +127,7 @@ def data_randomization_test(
     params: dict[str, Any] | None = None,
     layer: str | None = None,
     batch_size: int = 64,
-    masks: torch.Tensor | None = None,
+    object_masks: torch.Tensor | None = None,
 ) -> DataRandomizationResult:
     r"""Data randomization test of one saliency ``method`` (Adebayo et al., `"Sanity
     Checks for Saliency Maps" <https://arxiv.org/abs/1810.03292>`_, NeurIPS 2018).
@@ -142,7 +142,7 @@ def data_randomization_test(
     pairs is reported beside it. A method whose maps do not depend on what the model
     learned keeps :math:`\rho` near 1 (flagged, :meth:`DataRandomizationResult.data_independent`).
 
-    ``images`` (B, 3, H, W) in [0, 1], ``targets`` (B,), ``masks`` (B, H, W) the object
+    ``images`` (B, 3, H, W) in [0, 1], ``targets`` (B,), ``object_masks`` (B, H, W) the object
     masks for a method that reads them (``mask_oracle``), explained ``batch_size`` at a
     time. ``layer`` (default the model's) is resolved by name in each model.
 
@@ -163,7 +163,9 @@ def data_randomization_test(
     def maps_of(net: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         maps, scores = [], []
         for i in range(0, images.shape[0], batch_size):
-            extra = {} if masks is None else {"masks": masks[i : i + batch_size]}
+            extra = (
+                {} if object_masks is None else {"object_masks": object_masks[i : i + batch_size]}
+            )
             m, raw = explain_with_scores(
                 method,
                 net,

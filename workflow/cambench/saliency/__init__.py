@@ -117,12 +117,12 @@ def _checked_masks(spec: Method, masks: torch.Tensor | None, images: torch.Tenso
     if masks is None:
         raise ValueError(
             f"saliency method {spec.name!r} reads the images' object masks: pass "
-            f"masks=(B, H, W) (a dataset with masks), got none"
+            f"object_masks=(B, H, W) (a dataset with masks), got none"
         )
     masks = torch.as_tensor(masks, device=images.device)
     if tuple(masks.shape) != (b, h, w):
         raise ValueError(
-            f"saliency method {spec.name!r}: masks must be ({b}, {h}, {w}) like the images, "
+            f"saliency method {spec.name!r}: object_masks must be ({b}, {h}, {w}) like the images, "
             f"got {tuple(masks.shape)}"
         )
     return masks
@@ -135,7 +135,7 @@ def explain(
     targets: torch.Tensor,
     layer: str | nn.Module | None = None,
     layout: str | None = None,
-    masks: torch.Tensor | None = None,
+    object_masks: torch.Tensor | None = None,
     **params: Any,
 ) -> torch.Tensor:
     """Saliency maps (B, H, W) float32 in [0, 1] of ``targets`` for ``images``.
@@ -153,10 +153,13 @@ def explain(
     layer's channel counts show it, or ViT tokens (B, [1 +] h·w, C); ``layout``
     (``"channels_first"``, ``"channels_last"`` or ``"tokens"``) forces one instead.
     The model's mode, hooks and ``requires_grad`` flags are left as found.
-    ``masks`` (B, H, W), the images' object masks, are given to a method that reads
-    them (``mask_oracle``; a ValueError when missing) and ignored by the others.
+    ``object_masks`` (B, H, W), the images' object masks, are given to a method that
+    reads them (``mask_oracle``; a ValueError when missing) and ignored by the others
+    (a keyword of its own: RISE's ``masks`` is the number of random masks).
     """
-    spec, raw, size = _raw_scores(method, model, images, targets, layer, layout, params, masks)
+    spec, raw, size = _raw_scores(
+        method, model, images, targets, layer, layout, params, object_masks
+    )
     return finalize_maps(raw, size, relu=spec.relu)
 
 
@@ -167,13 +170,15 @@ def explain_with_flags(
     targets: torch.Tensor,
     layer: str | nn.Module | None = None,
     layout: str | None = None,
-    masks: torch.Tensor | None = None,
+    object_masks: torch.Tensor | None = None,
     **params: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`explain`'s maps and, per image, whether its map is degenerate: (B,) uint8
     codes of :func:`cambench.saliency.degenerate.classify` (0 fine, 1 all zero,
     2 constant), from the raw scores before normalization hides it."""
-    spec, raw, size = _raw_scores(method, model, images, targets, layer, layout, params, masks)
+    spec, raw, size = _raw_scores(
+        method, model, images, targets, layer, layout, params, object_masks
+    )
     return finalize_maps(raw, size, relu=spec.relu), degenerate.classify(raw, relu=spec.relu)
 
 
@@ -184,14 +189,16 @@ def explain_with_scores(
     targets: torch.Tensor,
     layer: str | nn.Module | None = None,
     layout: str | None = None,
-    masks: torch.Tensor | None = None,
+    object_masks: torch.Tensor | None = None,
     **params: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`explain`'s maps and the method's raw scores (B, H, W) float32, upsampled
     bilinearly to the images' size but before ReLU and normalization: signed where the
     method's scores are (the data randomization test correlates them with and without
     absolute values)."""
-    spec, raw, size = _raw_scores(method, model, images, targets, layer, layout, params, masks)
+    spec, raw, size = _raw_scores(
+        method, model, images, targets, layer, layout, params, object_masks
+    )
     scores = raw.detach().float()
     if tuple(scores.shape[-2:]) != tuple(size):
         scores = F.interpolate(
@@ -208,7 +215,7 @@ def _raw_scores(
     layer: str | nn.Module | None,
     layout: str | None,
     params: dict[str, Any],
-    masks: torch.Tensor | None = None,
+    object_masks: torch.Tensor | None = None,
 ) -> tuple[Method, torch.Tensor, tuple[int, int]]:
     """The method, its checked raw scores (B, h, w) and the images' (H, W): the inputs
     checked as :func:`explain` documents, the method run with the model frozen."""
@@ -239,7 +246,7 @@ def _raw_scores(
         )
     images = images.detach()
     if spec.needs_masks:
-        params = {**params, "masks": _checked_masks(spec, masks, images)}
+        params = {**params, "object_masks": _checked_masks(spec, object_masks, images)}
     target_layer = resolve_layer(model, layer, images)[1] if spec.uses_layer else None
     with frozen_eval(model), forced_layout(target_layer, layout):
         raw = spec(model, images, targets, target_layer, **params)

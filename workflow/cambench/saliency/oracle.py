@@ -53,7 +53,7 @@ def mask_oracle(
     images: torch.Tensor,
     targets: torch.Tensor,
     layer: None,
-    masks: torch.Tensor,
+    object_masks: torch.Tensor,
     blur_sigma: float,
 ) -> torch.Tensor:
     r"""Mask oracle: the image's ground-truth object mask as the map, a reference.
@@ -77,14 +77,14 @@ def mask_oracle(
     >>> model, images, targets = example_inputs()
     >>> masks = torch.zeros(2, *images.shape[-2:], dtype=torch.bool)
     >>> masks[:, 4:8, 4:8] = True
-    >>> maps = explain("mask_oracle", model, images, targets, masks=masks)
+    >>> maps = explain("mask_oracle", model, images, targets, object_masks=masks)
     >>> maps.equal(masks.float())
     True
-    >>> blurred = explain("mask_oracle", model, images, targets, masks=masks, blur_sigma=1.0)
+    >>> blurred = explain("mask_oracle", model, images, targets, object_masks=masks, blur_sigma=1.0)
     >>> bool(blurred[0, 6, 6] == 1), bool(0 < blurred[0, 3, 6] < 1)
     (True, True)
     """
-    maps = masks.to(device=images.device, dtype=torch.float32)
+    maps = object_masks.to(device=images.device, dtype=torch.float32)
     if blur_sigma > 0:
         maps = gaussian_blur(maps, float(blur_sigma))
     return maps

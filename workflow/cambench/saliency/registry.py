@@ -131,7 +131,7 @@ def register(
     config parser's generic check (each value of its default's type).
 
     ``needs_masks``: the method reads the images' ground-truth object masks, passed as
-    ``fn(..., masks=(B, H, W) bool)`` (``explain(..., masks=...)``; the saliency job
+    ``fn(..., object_masks=(B, H, W) bool)`` (``explain(..., object_masks=...)``; the saliency job
     gives the split's). The workflow refuses it on a dataset without masks.
     """
 
