@@ -165,16 +165,30 @@ def fit_xtick_labels(axes: list[Axes], labels: list[str]) -> None:
         ax.set_xticklabels(labels, rotation=90)
 
 
+def _break_lines(text: str, width: int) -> str:
+    """``text`` in lines of at most about ``width`` characters, broken at spaces and
+    inside CamelCase words (``RelativeRepresentationStability``)."""
+    lines = [""]
+    for piece in re.split(r"(?<= )|(?<=[a-z])(?=[A-Z])", text):
+        if lines[-1].strip() and len(lines[-1]) + len(piece.rstrip()) > width:
+            lines[-1] = lines[-1].rstrip()
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def fit_titles(axes: list[Axes]) -> None:
-    """Break an axis title that is wider than its axis into two lines (neighbouring
-    panels' titles would overprint), measured after the figure's layout."""
-    axes[0].figure.draw_without_rendering()
+    """Break an axis title that is wider than its axis into lines that fit (neighbouring
+    panels' titles would overprint), measured with the renderer after the layout."""
+    figure = axes[0].figure
+    figure.draw_without_rendering()
     for ax in axes:
-        title = ax.title
-        if title.get_window_extent().width > ax.get_window_extent().width:
-            words = title.get_text().split(" ")
-            half = max(1, len(words) // 2)
-            title.set_text(" ".join(words[:half]) + "\n" + " ".join(words[half:]))
+        text = ax.title.get_text()
+        room = ax.get_window_extent().width
+        width = len(text)
+        while ax.title.get_window_extent().width > room and width > 6:
+            width = int(width * 0.85)
+            ax.title.set_text(_break_lines(text, width))
 
 
 def new_figure(width: float, height: float) -> Figure:
