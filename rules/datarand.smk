@@ -58,7 +58,7 @@ rule data_randomization:
         runtime=120,
         gpu=GPU,
     params:
-        code=lambda w: stage_digest("datarand", w.method),
+        code=lambda w: stage_digest("datarand", registered_method(w)),
         method=method_json,
         layer=model_layer,
         n_images=DATARAND.n_images if DATARAND else 0,

@@ -69,7 +69,11 @@ def run(
     """The first ``n_images`` test images, the classes chosen as ``eval.target`` by the
     trained model and explained on both models; ``seed`` is the label permutation's
     (recorded; the randomized model's history must agree), ``statistics`` the bootstrap's
-    ``resamples``, ``confidence`` (and ``seed``)."""
+    ``resamples``, ``confidence`` (and ``seed``). ``method`` is the ``methods:``
+    entry's label (the CSV's ``method``); a variant's ``params`` carry the method it
+    runs under ``"method"``."""
+    label, params = method, dict(params)
+    method = params.pop("method", label)
     spec = get_method(method)
     params = spec.resolve_params(params)
     history = read_json(randomized_history, "training history")
@@ -130,7 +134,7 @@ def run(
         float(statistics["confidence"]),
         int(statistics.get("seed", 0)),
     )
-    row: dict[str, Any] = {"model": model_name, "method": method}
+    row: dict[str, Any] = {"model": model_name, "method": label}
     for j, name in enumerate(SIMILARITIES):
         row.update({name: mean[j], f"{name}_ci_low": low[j], f"{name}_ci_high": high[j]})
     row.update(
@@ -159,7 +163,7 @@ def run(
             "randomized_maps": result.randomized_maps[:k].cpu().numpy().astype(np.float16),
             "targets": targets[:k].cpu().numpy(),
             "spearman": result.spearman[:k].cpu().numpy(),
-            "method": np.array(method),
+            "method": np.array(label),
             "model": np.array(model_name),
         },
     )
