@@ -59,6 +59,7 @@ from cambench.jobs.train import build_objective, build_trainee
 from cambench.metrics.draws import hash_normal
 from cambench.metrics.road import noisy_linear_imputation
 from cambench.models import file_sha256
+from cambench.plots.roar import plot_roar
 from cambench.runtime import seed_everything
 from cambench.table_io import read_json, write_csv, write_json, write_text
 from cambench.training import TrainConfig, optimizer_record, train_model
@@ -448,8 +449,6 @@ def aggregate(
 ) -> pd.DataFrame:
     """``roar.csv`` (one row per retrain), the AUC table, its Markdown section and the
     figure (:func:`cambench.plots.roar.plot_roar`)."""
-    from cambench.plots.roar import plot_roar
-
     start = joblog.header("roar aggregate", {}, [*map(str, record_paths), *map(str, history_paths)])
     histories = {}
     for path in history_paths:
