@@ -23,6 +23,10 @@ and the same for ``confidence_change`` (two forwards per image). Times come from
 interleaved in the same run (the reference machine is shared: use ``--threads 1``).
 
     python benchmarks/metrics.py --threads 1 --output benchmarks/results/metrics-cpu.txt
+
+With ``--quantus`` it then times the added metrics (ROAD, faithfulness and
+monotonicity correlation, IROF, sparseness, complexity, effective complexity) against
+Quantus 0.6 on the same inputs (:mod:`metrics_battery`, appended to ``--output``).
 """
 
 from __future__ import annotations
@@ -72,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", default="", help="also write the report to this file")
+    parser.add_argument(
+        "--quantus", action="store_true", help="then the added metrics against Quantus 0.6"
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -152,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         with open(args.output, "w") as f:
             f.write(report + "\n")
+    if args.quantus:
+        import metrics_battery
+
+        output = ["--output", args.output] if args.output else []
+        metrics_battery.main(
+            ["--threads", str(args.threads), "--images", str(args.images), *output]
+        )
     return 0
 
 
