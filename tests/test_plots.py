@@ -596,6 +596,25 @@ def test_distribution_titles_never_overprint(tmp_path, monkeypatch):
         assert not _boxes_overlap([ax.title.get_window_extent() for ax in row])
     assert "per image" not in " ".join(ax.get_title() for ax in panels)  # said once, above
     assert fig.get_suptitle().startswith("vit: per-image scores")
+    # each panel's y axis says its metric's unit: percent for AD, nothing for a
+    # unitless one (sparseness), never "percent" on a correlation
+    from cambench.metric_table import METRICS
+
+    unit = {m.column: m.unit for m in METRICS}
+    titles = {m.title.replace(" ", ""): m.column for m in METRICS}  # fit_titles breaks lines
+
+    def expected(ax) -> str:
+        column = titles[ax.get_title().rsplit("(", 1)[0].replace("\n", "").replace(" ", "")]
+        return "percent" if unit[column] == "%" else unit[column]
+
+    for row in rows.values():
+        row.sort(key=lambda ax: ax.get_position().x0)
+        wanted = [expected(ax) for ax in row]
+        if len(set(wanted)) == 1:  # one unit: said once, on the left
+            assert [ax.get_ylabel() for ax in row] == wanted[:1] + [""] * (len(row) - 1)
+        else:
+            assert [ax.get_ylabel() for ax in row] == wanted
+    assert {expected(ax) for ax in panels} >= {"percent", ""}  # both kinds were drawn
 
 
 def _bold_cells(fig) -> set[tuple[str, int, int]]:

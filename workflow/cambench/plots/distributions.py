@@ -12,11 +12,14 @@ from cambench.metric_table import METRICS
 from cambench.plots.style import fit_titles, method_color, new_figure, save_figure, styled
 from cambench.table_io import read_tables
 
-# (per-image column, title, higher is better): the metrics whose per-image values
-# spread (AI and the pointing game are 0 or 100 per image: a box says nothing). The
-# titles are the metrics' own; "per image" is said once, in the figure's title.
-DISTRIBUTION_METRICS: tuple[tuple[str, str, bool], ...] = tuple(
-    (m.column, m.title, not m.lower_is_better) for m in METRICS if not m.binary
+# (per-image column, title, higher is better, y-axis label): the metrics whose
+# per-image values spread (AI and the pointing game are 0 or 100 per image: a box says
+# nothing). The titles are the metrics' own; "per image" is said once, in the figure's
+# title; the y label is the metric's unit ("" for a unitless one, e.g. a correlation).
+DISTRIBUTION_METRICS: tuple[tuple[str, str, bool, str], ...] = tuple(
+    (m.column, m.title, not m.lower_is_better, "percent" if m.unit == "%" else m.unit)
+    for m in METRICS
+    if not m.binary
 )
 
 
@@ -29,8 +32,9 @@ def read_per_image(csv_files: Sequence[str | os.PathLike]) -> pd.DataFrame:
 def plot_distributions(
     csv_files: Sequence[str | os.PathLike], out_png: str | os.PathLike, title: str = ""
 ) -> None:
-    """Box plots of the per-image values (percent) of AD, AG, insertion, deletion,
-    energy pointing game and IoU, one box per method in its colour.
+    """Box plots of the per-image values of AD, AG, insertion, deletion, energy
+    pointing game, IoU and the other non-binary metrics present (each in its unit),
+    one box per method in its colour.
 
     Boxes span the quartiles with the median as a line; whiskers reach the furthest
     value within 1.5 interquartile ranges; the white diamond is the mean (the number
@@ -48,7 +52,7 @@ def plot_distributions(
     n_rows = -(-len(panels) // n_cols)
     fig = new_figure(7.2, 2.1 * n_rows + 0.3)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    for ax, (column, name, higher) in zip(axes.flat, panels, strict=False):
+    for ax, (column, name, higher, _) in zip(axes.flat, panels, strict=False):
         data, positions, colours = [], [], []
         for k, method in enumerate(methods):
             values = pd.to_numeric(df.loc[df["method"] == method, column], errors="coerce")
@@ -85,8 +89,14 @@ def plot_distributions(
         ax.set_axisbelow(True)
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
-    for row in axes:
-        row[0].set_ylabel("percent")
+    units = [m[3] for m in panels]
+    for r, row in enumerate(axes):  # a row of one unit says it once, a mixed row per panel
+        row_units = units[r * n_cols : (r + 1) * n_cols]
+        if len(set(row_units)) == 1:
+            row[0].set_ylabel(row_units[0])
+        else:
+            for ax, unit in zip(row, row_units, strict=False):
+                ax.set_ylabel(unit)
     n = df.groupby("method").size()
     n_text = f"n = {n.min()}" + (f"–{n.max()}" if n.min() != n.max() else "") + " images"
     fig.suptitle(
