@@ -149,6 +149,106 @@ METRICS: tuple[Metric, ...] = (
         group="effective_complexity",
         default=False,
     ),
+    # robustness: re-run the method on perturbed inputs (cambench.metrics.robustness)
+    Metric(
+        "max_sensitivity",
+        "MaxS",
+        "Max-sensitivity",
+        LOWER,
+        unit="",
+        scale=1.0,
+        may_be_undefined=True,
+        family="robustness",
+        group="sensitivity",
+        default=False,
+    ),
+    Metric(
+        "avg_sensitivity",
+        "AvgS",
+        "Avg-sensitivity",
+        LOWER,
+        unit="",
+        scale=1.0,
+        may_be_undefined=True,
+        family="robustness",
+        group="sensitivity",
+        default=False,
+    ),
+    Metric(
+        "relative_input_stability",
+        "RIS",
+        "Relative input stability",
+        LOWER,
+        unit="",
+        scale=1.0,
+        may_be_undefined=True,
+        family="robustness",
+        group="relative_input_stability",
+        default=False,
+    ),
+)
+
+#: Quantus 0.6 metric classes that give one score per image, and their direction:
+#: ``metrics.quantus: {<Class>: {params}}`` adds the column ``quantus_<Class>``
+#: (cambench.metrics.quantus_adapter). The localisation ones read the object masks.
+QUANTUS_METRICS: dict[str, str] = {
+    "FaithfulnessCorrelation": HIGHER,
+    "FaithfulnessEstimate": HIGHER,
+    "Monotonicity": HIGHER,
+    "MonotonicityCorrelation": HIGHER,
+    "IROF": HIGHER,
+    "Infidelity": LOWER,
+    "Sufficiency": HIGHER,
+    "LocalLipschitzEstimate": LOWER,
+    "MaxSensitivity": LOWER,
+    "AvgSensitivity": LOWER,
+    "Consistency": HIGHER,
+    "RelativeInputStability": LOWER,
+    "RelativeOutputStability": LOWER,
+    "RelativeRepresentationStability": LOWER,
+    "PointingGame": HIGHER,
+    "TopKIntersection": HIGHER,
+    "RelevanceMassAccuracy": HIGHER,
+    "RelevanceRankAccuracy": HIGHER,
+    "AttributionLocalisation": HIGHER,
+    "AUC": HIGHER,
+    "Sparseness": HIGHER,
+    "Complexity": LOWER,
+    "EffectiveComplexity": LOWER,
+    "Completeness": HIGHER,
+    "NonSensitivity": LOWER,
+}
+#: Quantus classes that exist but give no single score per image, and why.
+QUANTUS_NOT_PER_IMAGE: dict[str, str] = {
+    **dict.fromkeys(
+        ("PixelFlipping", "RegionPerturbation", "Selectivity", "SensitivityN", "ROAD"),
+        "gives a curve per image, not one score (cambench's own road, irof and "
+        "insertion/deletion are in metrics.include)",
+    ),
+    **dict.fromkeys(
+        ("MPRT", "SmoothMPRT", "EfficientMPRT", "RandomLogit"),
+        "a randomisation test re-runs the method on other models or classes: use the "
+        "sanity stage (sanity.randomization, sanity.smooth_mprt, sanity.efficient_mprt, "
+        "sanity.random_logit)",
+    ),
+    "Continuity": "gives a mapping of values per image, not one score",
+    "Focus": "needs mosaics of images of several classes, which cambench does not build",
+    "InputInvariance": "needs a model with a shifted input layer, which cambench does not build",
+}
+METRICS = METRICS + tuple(
+    Metric(
+        f"quantus_{name}",
+        name[:8],
+        f"{name} (Quantus)",
+        direction,
+        unit="",
+        scale=1.0,
+        may_be_undefined=True,
+        family="quantus",
+        group="quantus",
+        default=False,
+    )
+    for name, direction in QUANTUS_METRICS.items()
 )
 
 #: The parameters (and their defaults) of each added metric's computation, as
@@ -181,8 +281,12 @@ PARAMS: dict[str, dict[str, Any]] = {
     "sparseness": {},
     "complexity": {},
     "effective_complexity": {"eps": 1e-5},
+    "sensitivity": {"radius": 0.02, "n_samples": 10, "seed": 0, "relative": False},
+    "relative_input_stability": {"radius": 0.02, "n_samples": 10, "seed": 0, "eps": 1e-6},
 }
-FAMILIES = ("faithfulness", "localization", "complexity")
+#: Groups that re-run the saliency method (the metrics job explains perturbed inputs).
+RERUNS_METHOD = ("sensitivity", "relative_input_stability")
+FAMILIES = ("faithfulness", "localization", "complexity", "robustness")
 DEFAULT_COLUMNS: tuple[str, ...] = tuple(m.column for m in METRICS if m.default)
 
 
@@ -198,10 +302,15 @@ def resolve_include(include: list[str] | tuple[str, ...]) -> tuple[str, ...]:
             chosen.update(m.column for m in METRICS if m.family == entry)
         elif entry in PARAMS:  # a group: all its columns (road: morf, lerf, gap)
             chosen.update(m.column for m in METRICS if m.group == entry)
-        elif any(m.column == entry for m in METRICS):
+        elif any(m.column == entry and m.family != "quantus" for m in METRICS):
             chosen.add(entry)
+        elif entry.startswith("quantus"):
+            raise ValueError(
+                f"config key 'metrics.include': {entry!r}: Quantus metrics are chosen by "
+                "metrics.quantus: {<Class>: {params}}"
+            )
         else:
-            valid = ["default", *FAMILIES, *(m.column for m in METRICS)]
+            valid = ["default", *FAMILIES, *(m.column for m in METRICS if m.family != "quantus")]
             raise ValueError(
                 f"config key 'metrics.include': unknown metric {entry!r}; valid: "
                 f"{', '.join(dict.fromkeys(valid))}"
@@ -246,7 +355,7 @@ def resolve_params(
                     f"{type(PARAMS[group][key]).__name__} like the default "
                     f"{PARAMS[group][key]!r}, got {value!r}"
                 )
-    groups = dict.fromkeys(BY_COLUMN[c].group for c in columns if BY_COLUMN[c].group)
+    groups = dict.fromkeys(BY_COLUMN[c].group for c in columns if BY_COLUMN[c].group in PARAMS)
     resolved = {g: {**PARAMS[g], **((params or {}).get(g) or {})} for g in groups}
     for group in {*groups, *(params or {})}:
         check_values(group, {**PARAMS[group], **((params or {}).get(group) or {})}, image_size)

@@ -322,6 +322,7 @@ class MetricsSpec:
     statistics: StatisticsSpec
     include: tuple[str, ...] = ()
     params: dict[str, dict[str, Any]] | None = None
+    quantus: dict[str, dict[str, Any]] | None = None
 
     def job_settings(self) -> dict[str, Any]:
         """What a metrics job reads (the statistics belong to the summary). The chosen
@@ -332,6 +333,8 @@ class MetricsSpec:
         extra: dict[str, Any] = {}
         if self.include and tuple(self.include) != DEFAULT_COLUMNS:
             extra = {"include": list(self.include), "metric_params": self.params or {}}
+        if self.quantus:  # metrics.quantus: its classes and parameters
+            extra["quantus"] = self.quantus
         return {
             **self.protocol,
             "forward_batch_size": self.forward_batch_size,
@@ -550,6 +553,40 @@ def _check_mask_methods(
             )
 
 
+def _check_quantus(entries: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """``metrics.quantus`` checked (:func:`cambench.metrics.quantus_adapter.check_quantus`)."""
+    if not entries:
+        return {}
+    from cambench.metrics.quantus_adapter import check_quantus
+
+    return check_quantus(entries)
+
+
+def _check_rerun_methods(
+    methods: dict[str, Any], metrics: MetricsSpec, registered: dict[str, str] | None = None
+) -> None:
+    """ValueError naming ``metrics.include`` and ``methods.<name>`` when a metric that
+    re-runs the method on perturbed inputs (robustness, and Quantus metrics) meets a
+    method whose maps are not a function of the input alone: one that reads the
+    object masks (``mask_oracle``: a perturbed image keeps its clean mask)."""
+    from cambench.metric_table import BY_COLUMN, RERUNS_METHOD
+    from cambench.saliency import get_method
+
+    rerun = [c for c in metrics.include if BY_COLUMN[c].group in RERUNS_METHOD]
+    rerun += [f"quantus_{name}" for name in metrics.quantus or {}]
+    if not rerun:
+        return
+    for name in methods:
+        method = (registered or {}).get(name, name)
+        if get_method(method).needs_masks:
+            raise ValueError(
+                f"config key 'metrics.include' / 'metrics.quantus': {', '.join(rerun)} "
+                f"re-run the method on perturbed images, but method {method!r} (config key "
+                f"'methods.{name}') is not a function of the image alone: it reads the "
+                "object masks. Score it in another experiment without these metrics"
+            )
+
+
 def _data_randomization(
     d: dict[str, Any] | None,
     models: dict[str, ModelSpec],
@@ -676,17 +713,21 @@ def parse_config(config: dict[str, Any]) -> Experiment:
     # the protocol must agree with the config before any job runs (the metrics job
     # resolves it again for the images' actual height)
     resolve_protocol(m, int(config["dataset"]["image_size"]), evaluation.target)
-    from cambench.metric_table import resolve_include, resolve_params
+    from cambench.metric_table import ALL_COLUMNS, resolve_include, resolve_params
 
     include = resolve_include(m.get("include") or ["default"])
+    quantus = _check_quantus(m.get("quantus"))
+    chosen = {*include, *(f"quantus_{name}" for name in quantus)}
     metrics = MetricsSpec(
         protocol={k: v for k, v in m.items() if k in PROTOCOL_KEYS},
         forward_batch_size=int(m["forward_batch_size"]),
         pointing_tolerance=float(m["pointing_tolerance"]),
         statistics=StatisticsSpec(**m["statistics"]),
-        include=include,
+        quantus=quantus or None,
+        include=tuple(c for c in ALL_COLUMNS if c in chosen),
         params=resolve_params(m.get("params"), include, int(config["dataset"]["image_size"])),
     )
+    _check_rerun_methods(methods, metrics, registered)
     s = config["sanity"]
     sanity_methods = tuple(s.get("methods") or methods) if s["randomization"] else ()
     for method in sanity_methods:

@@ -20,19 +20,80 @@ from cambench.atomic import atomic_output
 from cambench.cache import SaliencyCache, read_saliency
 from cambench.data.store import read_split
 from cambench.jobs.saliency import shard_indices
-from cambench.metric_table import BY_COLUMN, DEFAULT_COLUMNS
+from cambench.metric_table import BY_COLUMN, DEFAULT_COLUMNS, RERUNS_METHOD
 from cambench.metrics import confidence_change, insertion_deletion, localization
 from cambench.metrics.complexity import complexity, effective_complexity, sparseness
 from cambench.metrics.correlation import faithfulness_correlation, monotonicity_correlation
 from cambench.metrics.irof import irof
 from cambench.metrics.protocols import PROTOCOL_KEYS, resolve_protocol
+from cambench.metrics.quantus_adapter import quantus_scores
 from cambench.metrics.road import road
+from cambench.metrics.robustness import relative_input_stability, sensitivity
 from cambench.models import file_sha256, load_checkpoint
 from cambench.models.inference import inference_copy
+from cambench.saliency import explain
 from cambench.table_io import write_csv
 
 #: Keys of a metrics job's settings besides the protocol's.
-SETTINGS = ("forward_batch_size", "pointing_tolerance", "include", "metric_params")
+SETTINGS = ("forward_batch_size", "pointing_tolerance", "include", "metric_params", "quantus")
+
+
+def rerun_metrics(
+    model: torch.nn.Module,
+    fast_model: torch.nn.Module,
+    cache: SaliencyCache,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    maps: torch.Tensor,
+    masks: torch.Tensor | None,
+    index: torch.Tensor,
+    params: dict[str, dict[str, Any]],
+    quantus: dict[str, dict[str, Any]],
+    batch_size: int,
+) -> dict[str, torch.Tensor]:
+    """The metrics that re-run the shard's method (robustness, Quantus): the method,
+    its parameters and target layer are the saliency file's. The re-explained maps are
+    rounded to float16 as the file stores them, so a zero perturbation gives zero."""
+    if not (quantus or any(g in params for g in RERUNS_METHOD)):
+        return {}
+    method = str(cache.attrs.get("registered_method", cache.attrs["method"]))
+    method_params = {k: v for k, v in cache.params.items() if k != "method"}
+    layer = str(cache.attrs.get("layer") or "") or None
+
+    def explain_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return explain(method, model, x, t, layer=layer, **method_params).half().float()
+
+    out: dict[str, torch.Tensor] = {}
+    if "sensitivity" in params:
+        s = sensitivity(explain_fn, images, targets, maps, index, **params["sensitivity"])
+        out.update(max_sensitivity=s.max, avg_sensitivity=s.avg)
+    if "relative_input_stability" in params:
+        out["relative_input_stability"] = relative_input_stability(
+            fast_model,
+            explain_fn,
+            images,
+            targets,
+            maps,
+            index,
+            **params["relative_input_stability"],
+        )
+    if quantus:
+        out.update(
+            quantus_scores(
+                quantus,
+                model,
+                images,
+                targets,
+                maps,
+                masks,
+                index,
+                method,
+                method_params,
+                layer,
+                batch_size,
+            )  # fmt: skip
+        )
+    return out
 
 
 def added_metrics(
@@ -163,8 +224,10 @@ def run(
         },
         [str(model_path), str(data_path), str(saliency_path)],
     )
-    # one inference copy for every batch's metric calls (they would each make one)
-    model = inference_copy(load_checkpoint(model_path, map_location=device), device)
+    # one inference copy for every batch's metric calls (they would each make one); the
+    # metrics that re-run the method explain with the model as the saliency job loaded it
+    loaded = load_checkpoint(model_path, map_location=device)
+    model = inference_copy(loaded, device)
     cache = read_saliency(saliency_path, model_sha256=file_sha256(model_path))
     split = read_split(data_path)
     check_provenance(cache, expected, len(split))
@@ -227,6 +290,21 @@ def run(
                 maps,
                 idx.to(device),
                 metric_params,
+                int(settings["forward_batch_size"]),
+            )
+        )
+        fractions.update(
+            rerun_metrics(
+                loaded,
+                model,
+                cache,
+                images,
+                targets,
+                maps,
+                split.masks[idx].to(device) if settings.get("quantus") else None,
+                idx.to(device),
+                metric_params,
+                settings.get("quantus") or {},
                 int(settings["forward_batch_size"]),
             )
         )
