@@ -190,6 +190,13 @@ def per_pair(pattern, shards=SHARDS):
 RANDOMIZATION_CSVS = [
     f"{RESULTS}/sanity/{model}/{method}.csv" for model, method in EXP.sanity_pairs()
 ]
+# The optional checks beside it (sanity.random_logit, smooth_mprt, efficient_mprt): a
+# CSV per model x method, none when all are off.
+SANITY_CHECKS = EXP.sanity.checks or {}
+SANITY_CHECK_CSVS = [
+    f"{RESULTS}/sanity/{model}/{method}.checks.csv"
+    for model, method in (EXP.sanity_pairs() if SANITY_CHECKS else [])
+]
 # The data randomization check (rules/datarand.smk; none when sanity.data_randomization
 # is absent): per method a one-row CSV and an example file for the figure.
 DATARAND = EXP.sanity.data_randomization

@@ -72,12 +72,50 @@ rule randomization:
         " --out {output:q} > {log:q} 2>&1"
 
 
+rule sanity_checks:
+    input:
+        model=f"{RESULTS}/models/{{model}}.pt",
+        data=f"{RESULTS}/data/test.h5",
+    output:
+        f"{RESULTS}/sanity/{{model}}/{{method}}.checks.csv",
+    log:
+        f"{LOGS}/sanity/{{model}}/{{method}}.checks.log",
+    benchmark:
+        f"{BENCH}/sanity/{{model}}/{{method}}.checks.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=GPU,
+    params:
+        code=lambda w: stage_digest("sanity", registered_method(w)),
+        method=method_json,
+        layer=model_layer,
+        n_images=EXP.sanity.n_images,
+        seed=EXP.sanity.seed,
+        checks=as_json(SANITY_CHECKS),
+        statistics=STATISTICS,
+        target=EXP.eval.target,
+        batch_size=EXP.eval.batch_size,
+        device=EXP.device,
+    shell:
+        "python -m cambench sanity-checks --model {input.model:q} --model-name {wildcards.model:q}"
+        " --data {input.data:q} --method {wildcards.method:q} --params {params.method:q}"
+        " --layer={params.layer:q} --n-images {params.n_images:q} --target {params.target:q}"
+        " --batch-size {params.batch_size:q} --seed {params.seed:q} --checks {params.checks:q}"
+        " --statistics {params.statistics:q} --device {params.device:q} --threads {threads:q}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
 rule summarize:
     input:
         csv=per_pair(f"{RESULTS}/metrics/{{model}}/{{method}}/shard-{{shard}}.csv"),
         history=expand(f"{RESULTS}/models/{{model}}.json", model=MODELS),
         checkpoints=expand(f"{RESULTS}/models/{{model}}.pt", model=MODELS),
         randomization=RANDOMIZATION_CSVS,
+        sanity_checks=SANITY_CHECK_CSVS,
         data_randomization=DATARAND_CSVS,
         roar=ROAR_SUMMARY,
     output:

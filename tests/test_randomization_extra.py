@@ -227,3 +227,53 @@ def test_efficient_mprt_equals_quantus(small_resnet, data, our_cascade):
     )
     np.testing.assert_allclose(ours.numpy(), np.asarray(ref), rtol=1e-5)
     assert np.isfinite(ours.numpy()).all()
+
+
+def test_run_checks_writes_one_row_per_check_and_step(tmp_path, small_resnet):
+    """The sanity job's optional checks: the CSV's values are the functions' means
+    (computed here on the same images and classes)."""
+    import pandas as pd
+
+    from cambench.data.store import Split, read_split, write_split
+    from cambench.jobs import sanity
+    from cambench.models import save_checkpoint
+
+    g = torch.Generator().manual_seed(0)
+    split = Split(
+        images=torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=g),
+        labels=torch.tensor([0, 4, 6, 8]),
+        masks=torch.zeros(4, 32, 32, dtype=torch.bool),
+        class_names=[f"c{i}" for i in range(10)],
+    )
+    write_split(tmp_path / "test.h5", split)
+    save_checkpoint(
+        tmp_path / "m.pt", small_resnet, {"width": 8, "blocks": [1, 1, 1, 1]}, 10, split.class_names
+    )
+    out = tmp_path / "checks.csv"
+    checks = {"random_logit": {}, "smooth_mprt": {"n_samples": 2}, "efficient_mprt": {"n_bins": 20}}
+    sanity.run_checks(
+        tmp_path / "m.pt", tmp_path / "test.h5", out, "gc", {"method": METHOD}, None,
+        n_images=3, target="label", batch_size=2, device=torch.device("cpu"),
+        model_name="baseline", seed=3, checks=checks,
+        statistics={"resamples": 20, "confidence": 0.9},
+    )  # fmt: skip
+    frame = pd.read_csv(out, keep_default_na=False)
+    assert list(frame["test"]).count("smooth_mprt") == 7
+    assert set(frame["method"]) == {"gc"} and (frame["n_images"] == 3).all()
+    with read_split(tmp_path / "test.h5") as s:
+        images, targets = s.float_images(slice(0, 3)), s.labels[:3]
+    rl = random_logit(small_resnet, images, targets, METHOD, seed=3)
+    row = frame[frame["test"] == "random_logit"].iloc[0]
+    assert row["value"] == pytest.approx(rl.mean().item(), rel=1e-5)
+    em = efficient_mprt(small_resnet, images, targets, METHOD, seed=3, n_bins=20)
+    row = frame[frame["test"] == "efficient_mprt"].iloc[0]
+    assert row["value"] == pytest.approx(em.mean().item(), rel=1e-5)
+    sm = smooth_mprt(small_resnet, images, targets, METHOD, seed=3, n_samples=2, noise_seed=3)
+    rows = frame[frame["test"] == "smooth_mprt"]
+    assert list(rows["randomized"]) == sm.blocks
+    np.testing.assert_allclose(rows["value"], sm.mean().numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown sanity check"):
+        sanity.run_checks(
+            tmp_path / "m.pt", tmp_path / "test.h5", out, METHOD, {}, None, 3, "label", 2,
+            torch.device("cpu"), "baseline", 0, {"mprt": {}}, {"resamples": 20, "confidence": 0.9},
+        )  # fmt: skip

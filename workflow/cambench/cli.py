@@ -205,6 +205,27 @@ def cmd_randomization(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_sanity_checks(args: argparse.Namespace) -> None:
+    from cambench.jobs import sanity
+
+    sanity.run_checks(
+        args.model,
+        args.data,
+        args.out,
+        method=args.method,
+        params=args.params,
+        layer=args.layer or None,
+        n_images=args.n_images,
+        target=args.target,
+        batch_size=args.batch_size,
+        device=_runtime(args),
+        model_name=args.model_name,
+        seed=args.seed,
+        checks=args.checks,
+        statistics=args.statistics,
+    )
+
+
 def cmd_data_randomization(args: argparse.Namespace) -> None:
     from cambench.jobs import datarand
 
@@ -299,6 +320,7 @@ EXAMPLES = {
     "metrics": """cambench metrics --model baseline.pt --model-name baseline --data data/test.h5 --saliency gradcam.h5 --metrics '{"protocol": "custom", "steps": 16, "insertion_substrate": "blur", "deletion_substrate": "black", "blur_sigma": 5.0, "blur_kernel": 11, "forward_batch_size": 512, "pointing_tolerance": 0}' --batch-size 64 --out-csv gradcam.csv --out-curves gradcam.npz --device cpu --threads 1""",
     "summarize": """cambench summarize --csv results/shapes/metrics/*/*/shard-*.csv --history results/shapes/models/*.json --experiment shapes --pairs '[]' --statistics '{"resamples": 1000, "confidence": 0.95, "seed": 0}' --out-csv summary.csv --out-md summary.md --out-tex summary.tex --comparison-csv comparison.csv --comparison-md comparison.md --comparison-tex comparison.tex --ranks-csv ranks.csv""",
     "randomization": """cambench randomization --model baseline.pt --model-name baseline --data data/test.h5 --method gradcam --params '{}' --n-images 32 --target label --batch-size 32 --seed 0 --statistics '{"resamples": 1000, "confidence": 0.95}' --threshold 0.99 --out gradcam.csv --device cpu --threads 1""",
+    "sanity-checks": """cambench sanity-checks --model baseline.pt --model-name baseline --data data/test.h5 --method gradcam --params '{}' --n-images 32 --target label --batch-size 32 --seed 0 --checks '{"random_logit": {}, "smooth_mprt": {"n_samples": 10, "noise": 0.1}, "efficient_mprt": {"n_bins": 100}}' --statistics '{"resamples": 1000, "confidence": 0.95}' --out gradcam.checks.csv --device cpu --threads 1""",
     "data-randomization": """cambench data-randomization --model baseline.pt --randomized-model baseline-datarand.pt --randomized-history baseline-datarand.json --model-name baseline --data data/test.h5 --method gradcam --params '{}' --n-images 32 --target label --batch-size 32 --seed 0 --statistics '{"resamples": 1000, "confidence": 0.95, "seed": 0}' --threshold 0.99 --out gradcam.csv --out-examples gradcam.npz --device cpu --threads 1""",
     "roar-retrain": """cambench roar-retrain --train data/train.h5 --test data/test.h5 --checkpoint baseline.pt --model '{"kind": "baseline", "arch": "resnet_small", "epochs": 2}' --name baseline --train-maps train-gradcam.h5 --test-maps test-gradcam.h5 --method gradcam --mode roar --fraction 0.5 --seed 0 --imputation mean --noise 0.01 --out roar-gradcam-0.5-0.json --device cpu --threads 2""",
     "roar-aggregate": """cambench roar-aggregate --records results/roar/roar/*/*/*/*/seed-*.json --history results/roar/models/baseline.json --out-csv roar.csv --out-areas roar_auc.csv --out-md roar.md --out-png roar.png""",
@@ -557,6 +579,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="CSV, one row per cascade step")
     _add_runtime(p)
     p.set_defaults(func=cmd_randomization)
+
+    p = sub.add_parser(
+        "sanity-checks",
+        help="the random-logit test, smooth MPRT and efficient MPRT of one method on one model",
+    )
+    p.add_argument("--model", required=True, help="checkpoint (.pt)")
+    p.add_argument("--model-name", required=True, help="the model's name in the config")
+    p.add_argument("--data", required=True, help="test split (.h5): its first --n-images images")
+    p.add_argument(
+        "--method", required=True, help="as cambench randomization's --method (a label or a method)"
+    )
+    p.add_argument("--params", type=_json, required=True, help="method parameters, as JSON")
+    p.add_argument("--layer", default="", help="dotted target layer path (default: the model's)")
+    p.add_argument("--n-images", type=int, required=True)
+    p.add_argument("--target", choices=["label", "predicted"], required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True, help="seed of re-initializations and draws")
+    p.add_argument(
+        "--checks",
+        type=_json,
+        required=True,
+        help="the checks and their settings, as JSON: keys random_logit, smooth_mprt "
+        "(n_samples, noise), efficient_mprt (n_bins)",
+    )
+    p.add_argument("--statistics", type=_json, required=True, help="bootstrap settings, as JSON")
+    p.add_argument("--out", required=True, help="CSV, one row per check and cascade step")
+    _add_runtime(p)
+    p.set_defaults(func=cmd_sanity_checks)
 
     p = sub.add_parser(
         "data-randomization",

@@ -364,6 +364,9 @@ class SanitySpec:
     seed: int
     threshold: float
     data_randomization: DataRandomizationSpec | None = None
+    #: the optional checks run beside the cascade (sanity.random_logit, smooth_mprt,
+    #: efficient_mprt), their settings with defaults filled; empty when none is on
+    checks: dict[str, dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -553,6 +556,25 @@ def _check_mask_methods(
             )
 
 
+def _sanity_checks(s: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """``sanity.random_logit`` / ``smooth_mprt`` / ``efficient_mprt``, settings over
+    their defaults (``None`` when none is on); they extend the randomization check, so
+    each needs ``sanity.randomization: true`` (ValueError naming the key)."""
+    from cambench.jobs.sanity import CHECKS
+
+    on = {
+        name: {**CHECKS[name], **(s.get(name) or {})}
+        for name in CHECKS
+        if (s.get(name) if name == "random_logit" else s.get(name) is not None)
+    }
+    if on and not s["randomization"]:
+        raise ValueError(
+            f"config key 'sanity.{next(iter(on))}': runs beside the randomization check; "
+            "set sanity.randomization: true (and sanity.methods) to run it"
+        )
+    return on or None
+
+
 def _check_quantus(entries: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """``metrics.quantus`` checked (:func:`cambench.metrics.quantus_adapter.check_quantus`)."""
     if not entries:
@@ -599,9 +621,7 @@ def _data_randomization(
     key = "config key 'sanity.data_randomization"
     model = d.get("model")
     if model not in models:
-        raise ValueError(
-            f"{key}.model': {model!r} is not a configured model ({', '.join(models)})"
-        )
+        raise ValueError(f"{key}.model': {model!r} is not a configured model ({', '.join(models)})")
     if models[model].kind in ("pretrained", "castream"):
         raise ValueError(
             f"{key}.model': {model!r} is a {models[model].kind} model; the check retrains "
@@ -748,6 +768,7 @@ def parse_config(config: dict[str, Any]) -> Experiment:
         int(s["seed"]),
         float(s["threshold"]),
         _data_randomization(s.get("data_randomization"), models, methods, available),
+        _sanity_checks(s),
     )
     return Experiment(
         name=config["experiment"],
