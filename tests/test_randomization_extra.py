@@ -277,3 +277,29 @@ def test_run_checks_writes_one_row_per_check_and_step(tmp_path, small_resnet):
             tmp_path / "m.pt", tmp_path / "test.h5", out, METHOD, {}, None, 3, "label", 2,
             torch.device("cpu"), "baseline", 0, {"mprt": {}}, {"resamples": 20, "confidence": 0.9},
         )  # fmt: skip
+
+
+def test_sanity_options_in_the_config():
+    """Off by default; settings over their defaults; refused without the cascade."""
+    import yaml
+
+    from cambench.specs import apply_experiment, check_schema, parse_config
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+    def parse(sanity):
+        config = yaml.safe_load((root / "config.yaml").read_text())
+        from snakemake.utils import validate
+
+        apply_experiment(config, {"sanity": sanity, "methods": {"gradcam": {}}})
+        check_schema(config)
+        validate(config, str(root / "workflow" / "schemas" / "config.schema.yaml"))
+        return parse_config(config).sanity
+
+    assert parse({"randomization": True}).checks is None
+    on = parse({"randomization": True, "random_logit": True, "smooth_mprt": {"noise": 0.2}})
+    assert on.checks == {"random_logit": {}, "smooth_mprt": {"n_samples": 10, "noise": 0.2}}
+    with pytest.raises(ValueError, match=r"sanity\.efficient_mprt'.*randomization: true"):
+        parse({"randomization": False, "efficient_mprt": {}})
+    with pytest.raises(ValueError, match=r"sanity\.smooth_mprt\.n_sample|n_sample"):
+        parse({"randomization": True, "smooth_mprt": {"n_sample": 3}})

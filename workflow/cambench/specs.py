@@ -563,7 +563,7 @@ def _sanity_checks(s: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
     from cambench.jobs.sanity import CHECKS
 
     on = {
-        name: {**CHECKS[name], **(s.get(name) or {})}
+        name: {**CHECKS[name], **(s[name] if isinstance(s.get(name), dict) else {})}
         for name in CHECKS
         if (s.get(name) if name == "random_logit" else s.get(name) is not None)
     }
