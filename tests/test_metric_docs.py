@@ -8,7 +8,14 @@ import importlib
 
 import pytest
 
-MODULES = ["faithfulness", "localization", "statistics", "randomization", "similarity"]
+MODULES = [
+    "faithfulness",
+    "localization",
+    "statistics",
+    "randomization",
+    "similarity",
+    "robustness",
+]
 
 #: Each metric and the address of the paper its docstring must link.
 METRICS = {
@@ -17,6 +24,11 @@ METRICS = {
     "localization.localization": ["arxiv.org/abs/1608.00507", "arxiv.org/abs/1910.01279"],
     "randomization.spearman": ["arxiv.org/abs/1810.03292"],
     "randomization.randomization_test": ["arxiv.org/abs/1810.03292"],
+    "randomization.random_logit": ["arxiv.org/abs/1912.09818"],
+    "randomization.smooth_mprt": ["arxiv.org/abs/2401.06465"],
+    "randomization.efficient_mprt": ["arxiv.org/abs/2401.06465"],
+    "robustness.sensitivity": ["arxiv.org/abs/1901.09392"],
+    "robustness.relative_input_stability": ["arxiv.org/abs/2203.06877"],
     "similarity.ssim": ["doi.org/10.1109/TIP.2003.819861"],
     "similarity.data_randomization_test": ["arxiv.org/abs/1810.03292"],
     "statistics.bootstrap_mean_ci": ["doi.org/10.1214/aos/1176344552"],

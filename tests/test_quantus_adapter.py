@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from cambench.cache import read_saliency
 from cambench.metric_table import BY_COLUMN
 from cambench.metrics.complexity import sparseness
 from cambench.metrics.quantus_adapter import check_quantus, quantus_scores
@@ -156,3 +157,47 @@ def test_localisation_metric_reads_the_masks(batch):
         {"PointingGame": {}}, model, images, targets, maps, masks, index, "gradcam", {}, None, 8
     )
     assert out["quantus_PointingGame"].tolist() == [1.0, 1.0, 0.0]
+
+
+@pytest.mark.slow
+def test_workflow_scores_a_quantus_metric_robustness_and_the_sanity_checks(tmp_path):
+    """The tiny experiment with metrics.quantus (Sparseness), max/avg-sensitivity and
+    the optional sanity checks: their columns in the per-image CSVs and the summary."""
+    import pandas as pd
+    from conftest import copy_workflow, planned_jobs, snakemake
+
+    workdir = copy_workflow(tmp_path)
+    config = yaml.safe_load((workdir / "tiny.yaml").read_text())
+    config["metrics"]["quantus"] = {"Sparseness": {}}
+    config["metrics"]["include"] = ["sensitivity"]
+    config["metrics"]["params"] = {"sensitivity": {"n_samples": 2}}
+    config["sanity"] = {
+        "randomization": True,
+        "methods": ["gradcam"],
+        "n_images": 4,
+        "random_logit": True,
+        "smooth_mprt": {"n_samples": 2},
+        "efficient_mprt": {},
+    }
+    (workdir / "q.yaml").write_text(yaml.safe_dump(config))
+    plan = planned_jobs(snakemake(workdir, "-n", "--configfile", "q.yaml").stdout)
+    assert plan["sanity_checks"] == 1 and plan["randomization"] == 1
+    snakemake(workdir, "--cores", "2", "--configfile", "q.yaml")
+    results = workdir / "results" / "tiny"
+    for method in config["methods"]:
+        frame = pd.read_csv(results / "metrics" / "baseline" / method / "shard-0.csv")
+        for column in ("quantus_Sparseness", "max_sensitivity", "avg_sensitivity"):
+            assert frame[column].notna().all(), (method, column)
+        maps = read_saliency(results / "saliency" / "baseline" / method / "shard-0.h5").maps
+        np.testing.assert_allclose(
+            frame["quantus_Sparseness"], sparseness(maps.float()).numpy(), rtol=1e-4
+        )
+        if method == "fakecam":  # the same map for any input
+            assert (frame["max_sensitivity"] == 0).all()
+    summary = pd.read_csv(results / "summary.csv")
+    for column in ("quantus_Sparseness", "max_sensitivity", "avg_sensitivity"):
+        assert column in summary.columns and summary[column].notna().all()
+    checks = pd.read_csv(results / "sanity" / "baseline" / "gradcam.checks.csv")
+    assert {"random_logit", "smooth_mprt", "efficient_mprt"} == set(checks["test"])
+    again = planned_jobs(snakemake(workdir, "-n", "--configfile", "q.yaml").stdout)
+    assert not again, again
