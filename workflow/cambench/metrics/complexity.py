@@ -38,6 +38,20 @@ def _flat_abs(maps: torch.Tensor) -> torch.Tensor:
     return maps.flatten(1).double().abs()
 
 
+def _sorted_abs(maps: torch.Tensor) -> torch.Tensor:
+    """Each absolute map flattened and sorted ascending, (B, n) float64. Sorted as the
+    integers of the values' bits (the same order for non-negative IEEE floats; torch's
+    CPU sort of integers is about 1.6x faster than of floats), in float32 unless the
+    maps are float64 (float16 and bfloat16 convert exactly)."""
+    if maps.ndim < 2:
+        raise ValueError(f"maps must be (B, ...), got shape {tuple(maps.shape)}")
+    a = maps.flatten(1).abs()
+    if a.dtype != torch.float64:
+        a = a.float()
+    bits = a.view(torch.int64 if a.dtype == torch.float64 else torch.int32)
+    return torch.sort(bits, dim=1).values.view(a.dtype).double()
+
+
 def sparseness(maps: torch.Tensor) -> torch.Tensor:
     """Gini index of each absolute map (see the module docstring), (B,) float64.
 
@@ -47,7 +61,7 @@ def sparseness(maps: torch.Tensor) -> torch.Tensor:
         >>> sparseness(torch.tensor([[[1.0, 1.0], [1.0, 1.0]], [[0.0, 0.0], [0.0, 2.0]]]))
         tensor([0.0000, 0.7500], dtype=torch.float64)
     """
-    a = torch.sort(_flat_abs(maps), dim=1).values
+    a = _sorted_abs(maps)
     n = a.shape[1]
     k = torch.arange(1, n + 1, dtype=torch.float64, device=a.device)
     total = a.sum(dim=1)
