@@ -24,6 +24,10 @@ interleaved in the same run (the reference machine is shared: use ``--threads 1`
 
     python benchmarks/metrics.py --threads 1 --output benchmarks/results/metrics-cpu.txt
 
+With ``--robustness SAMPLES`` it times only max/avg-sensitivity and relative input
+stability (Grad-CAM, gradient, Score-CAM) against their floor, ``SAMPLES`` explanations
+of the batch, and appends that table to ``--output``.
+
 With ``--quantus`` it then times the added metrics (ROAD, faithfulness and
 monotonicity correlation, IROF, sparseness, complexity, effective complexity) against
 Quantus 0.6 on the same inputs (:mod:`metrics_battery`, appended to ``--output``).
@@ -68,6 +72,57 @@ def raw_forward(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -
         model(images[start : start + batch_size])
 
 
+def robustness_report(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    samples: int,
+    repeats: int,
+) -> list[str]:
+    """Max/avg-sensitivity and relative input stability against their floor: ``samples``
+    explanations of the same batch by the same method (interleaved calls, best times)."""
+    from cambench.metrics.robustness import relative_input_stability, sensitivity
+    from cambench.saliency import explain
+
+    index = torch.arange(images.shape[0], device=images.device)
+    fast = inference_copy(model, images.device)
+    lines = [
+        "",
+        f"== Robustness metrics vs their floor ({samples} samples x one explanation of "
+        f"{images.shape[0]} images) ==",
+        f"{'method':<10} {'floor s':>8} {'sensitivity s':>14} {'x floor':>8} {'RIS s':>7}"
+        f" {'x floor':>8}",
+    ]
+    for method in ("gradcam", "gradient", "scorecam"):
+
+        def explain_fn(x: torch.Tensor, t: torch.Tensor, method: str = method) -> torch.Tensor:
+            return explain(method, model, x, t).half().float()
+
+        maps = explain_fn(images, targets)
+        t_floor, t_sens, t_ris = interleaved_times(
+            [
+                lambda fn=explain_fn: [fn(images, targets) for _ in range(samples)],
+                lambda fn=explain_fn, maps=maps: sensitivity(
+                    fn, images, targets, maps, index, 0.02, samples
+                ),
+                lambda fn=explain_fn, maps=maps: relative_input_stability(
+                    fast, fn, images, targets, maps, index, 0.02, samples
+                ),
+            ],
+            repeats,
+        )
+        floor = min(t_floor)
+        lines.append(
+            f"{method:<10} {floor:>8.3f} {min(t_sens):>14.3f} {min(t_sens) / floor:>8.2f}"
+            f" {min(t_ris):>7.3f} {min(t_ris) / floor:>8.2f}"
+        )
+    lines += [
+        "sensitivity: max and avg from the same samples (one computation); RIS adds one forward",
+        "per sample (the prediction check). x floor = best metric time / best floor time.",
+    ]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)
@@ -78,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default="", help="also write the report to this file")
     parser.add_argument(
         "--quantus", action="store_true", help="then the added metrics against Quantus 0.6"
+    )
+    parser.add_argument(
+        "--robustness",
+        type=int,
+        default=0,
+        metavar="SAMPLES",
+        help="only the robustness metrics against their floor, with this many samples",
     )
     args = parser.parse_args(argv)
 
@@ -91,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     maps = torch.rand(args.images, size, size, generator=g).to(device)
     targets = torch.randint(0, classes, (args.images,), generator=g).to(device)
 
+    if args.robustness:
+        report = "\n".join(robustness_report(model, images, targets, args.robustness, args.repeats))
+        print(report)
+        if args.output:
+            with open(args.output, "a") as f:
+                f.write(report + "\n")
+        return 0
     lines = [
         "cambench metrics benchmark",
         f"date: {datetime.datetime.now().isoformat(timespec='seconds')}",
