@@ -183,8 +183,8 @@ def build_rows(model, images, maps, targets) -> list[Row]:
     ]
 
 
-def run_case(title, model, images, maps, targets, repeats) -> list[str]:
-    rows = build_rows(model, images, maps, targets)
+def run_case(title, model, images, maps, targets, repeats, only=()) -> list[str]:
+    rows = [r for r in build_rows(model, images, maps, targets) if not only or r.name in only]
     b = images.shape[0]
     fast = inference_copy(model, torch.device("cpu"))
     for row in rows:  # warm-up
@@ -247,10 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="default,resnet18")
     parser.add_argument("--output", default="", help="append the report to this file")
     parser.add_argument("--label", default="after", help="the section title's tag")
+    parser.add_argument("--metrics", default="", help="only these (comma-separated)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     np.trapz = np.trapezoid  # Quantus 0.6 on numpy 2
     cases = args.cases.split(",")
+    only = tuple(m for m in args.metrics.split(",") if m)
     lines = [
         "",
         f"== Added metrics vs Quantus 0.6 (benchmarks/metrics_battery.py), {args.label} ==",
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         maps = torch.rand(b, size, size, generator=g)
         targets = torch.randint(0, classes, (b,), generator=g)
         lines += run_case(
-            f"-- {description}, {b} images", model, images, maps, targets, args.repeats
+            f"-- {description}, {b} images", model, images, maps, targets, args.repeats, only
         )
     if "resnet18" in cases:
         torch.manual_seed(0)
@@ -283,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             maps,
             targets,
             args.repeats,
+            only,
         )
     lines.append(f"load average at end {os.getloadavg()[0]:.1f}")
     report = "\n".join(lines)

@@ -40,7 +40,7 @@ import math
 
 import torch
 
-from cambench.metrics.draws import hash_uniform, model_output, pearson_rows
+from cambench.metrics.draws import hash_uniform, hash_uniform_at, model_output, pearson_rows
 from cambench.metrics.statistics import average_ranks
 
 __all__ = ["faithfulness_correlation", "monotonicity_correlation", "random_subsets"]
@@ -162,6 +162,7 @@ def monotonicity_correlation(
     weight = torch.where(before.abs() >= eps, 1.0 / before.abs().clamp(min=eps), 1.0) ** 2
     attributions, variances = [], []
     flat_images = images.flatten(2)
+    channel_offset = (torch.arange(c, device=images.device) * n)[None, :, None]
     groups_per_chunk = max(1, batch_size // max(b * n_samples, 1))
     for start in range(0, steps, groups_per_chunk):
         groups = range(start, min(steps, start + groups_per_chunk))
@@ -169,12 +170,13 @@ def monotonicity_correlation(
         for g in groups:
             pixels = order[:, g * k : (g + 1) * k]
             attributions.append(absolute.gather(1, pixels).sum(dim=1))
-            mask = torch.zeros(b, n, dtype=torch.bool, device=images.device)
-            mask.scatter_(1, pixels, True)
+            # the draws of the group's pixels only: element ch·H·W + pixel
+            where = pixels[:, None, :].expand(b, c, pixels.shape[1])
+            elements = (channel_offset + where).flatten(1)
             for s in range(n_samples):
-                u = hash_uniform(index, c * n, seed, g * n_samples + s).reshape(b, c, n)
-                values = (low + (high - low) * u).to(images.dtype)
-                perturbed.append(torch.where(mask[:, None], values, flat_images))
+                u = hash_uniform_at(index, elements, seed, g * n_samples + s)
+                values = (low + (high - low) * u).to(images.dtype).reshape(where.shape)
+                perturbed.append(flat_images.scatter(2, where, values))
         stacked = torch.cat(perturbed).reshape(-1, c, h, w)  # (group, sample)-major
         after = model_output(
             model, stacked, targets.repeat(len(groups) * n_samples), output, batch_size

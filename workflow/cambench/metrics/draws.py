@@ -15,7 +15,14 @@ import torch
 
 from cambench.data.degrade import _hash32
 
-__all__ = ["CPU_FORWARD_BATCH", "hash_normal", "hash_uniform", "model_output", "pearson_rows"]
+__all__ = [
+    "CPU_FORWARD_BATCH",
+    "hash_normal",
+    "hash_uniform",
+    "hash_uniform_at",
+    "model_output",
+    "pearson_rows",
+]
 
 #: On CPU the metrics forward at most this many images at a time, whatever their
 #: ``batch_size`` (which bounds the perturbed images built at once): the activations
@@ -38,11 +45,29 @@ def hash_uniform(index: torch.Tensor, n: int, seed: int, stream: int) -> torch.T
         >>> torch.equal(u[1:], hash_uniform(torch.tensor([4]), 5, seed=0, stream=1))
         True
     """
+    element = torch.arange(n, dtype=torch.int64, device=index.device)
+    return hash_uniform_at(index, element[None, :], seed, stream)
+
+
+def hash_uniform_at(
+    index: torch.Tensor, elements: torch.Tensor, seed: int, stream: int
+) -> torch.Tensor:
+    """The draws of :func:`hash_uniform` at the given ``elements`` only ((B, m) or
+    (1, m) int64), (B, m) float64: ``hash_uniform(index, n, seed, stream)`` gathered at
+    ``elements``, without hashing the elements a metric does not use.
+
+    Example::
+        >>> import torch
+        >>> from cambench.metrics.draws import hash_uniform, hash_uniform_at
+        >>> at = torch.tensor([[4, 0], [2, 2]])
+        >>> torch.equal(hash_uniform_at(torch.tensor([3, 4]), at, 0, 1),
+        ...             hash_uniform(torch.tensor([3, 4]), 5, 0, 1).gather(1, at))
+        True
+    """
     index = index.to(torch.int64)
     image = _hash32(index * 0x9E3779B1 + int(seed) * 0x85EBCA77 + int(stream) * 0x27D4EB2F)
     image = _hash32(image ^ (int(stream) * 0x165667B1))
-    element = torch.arange(n, dtype=torch.int64, device=index.device)
-    high = _hash32(image[:, None] ^ (element[None, :] * 0xC2B2AE3D))
+    high = _hash32(image[:, None] ^ (elements.to(torch.int64) * 0xC2B2AE3D))
     low = _hash32(high ^ 0x68E31DA4) >> 11  # 21 bits
     return (high.double() * 2.0**21 + low.double() + 0.5) / 2.0**53
 
