@@ -201,3 +201,12 @@ def test_workflow_scores_a_quantus_metric_robustness_and_the_sanity_checks(tmp_p
     assert {"random_logit", "smooth_mprt", "efficient_mprt"} == set(checks["test"])
     again = planned_jobs(snakemake(workdir, "-n", "--configfile", "q.yaml").stdout)
     assert not again, again
+
+
+def test_localisation_class_needs_a_dataset_with_masks(monkeypatch):
+    import cambench.specs
+
+    monkeypatch.setattr(cambench.specs, "dataset_has_masks", lambda dataset: False)
+    with pytest.raises(ValueError, match=r"metrics\.quantus\.PointingGame'.*masks"):
+        _parse({"quantus": {"PointingGame": {}}}, methods={"gradcam": {}})
+    assert _parse({"quantus": {"Sparseness": {}}}, methods={"gradcam": {}}).metrics.quantus

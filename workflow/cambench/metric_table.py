@@ -218,6 +218,15 @@ QUANTUS_METRICS: dict[str, str] = {
     "Completeness": HIGHER,
     "NonSensitivity": LOWER,
 }
+#: The Quantus classes that score against the object masks (``s_batch``).
+QUANTUS_READS_MASKS = (
+    "PointingGame",
+    "TopKIntersection",
+    "RelevanceMassAccuracy",
+    "RelevanceRankAccuracy",
+    "AttributionLocalisation",
+    "AUC",
+)
 #: Quantus classes that exist but give no single score per image, and why.
 QUANTUS_NOT_PER_IMAGE: dict[str, str] = {
     **dict.fromkeys(

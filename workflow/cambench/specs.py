@@ -748,6 +748,14 @@ def parse_config(config: dict[str, Any]) -> Experiment:
         params=resolve_params(m.get("params"), include, int(config["dataset"]["image_size"])),
     )
     _check_rerun_methods(methods, metrics, registered)
+    from cambench.metric_table import QUANTUS_READS_MASKS
+
+    for name in quantus:
+        if name in QUANTUS_READS_MASKS and not dataset_has_masks(dataset):
+            raise ValueError(
+                f"config key 'metrics.quantus.{name}': scores the maps against the object "
+                f"masks, but dataset {dataset.get('name')!r} has none"
+            )
     s = config["sanity"]
     sanity_methods = tuple(s.get("methods") or methods) if s["randomization"] else ()
     for method in sanity_methods:
