@@ -219,6 +219,9 @@ def datarand_model_json(wildcards):
 DATARAND_SUMMARY_ARG = (
     " --data-randomization {input.data_randomization:q}" if DATARAND_CSVS else ""
 )
+SANITY_CHECKS_SUMMARY_ARG = (
+    " --sanity-checks {input.sanity_checks:q}" if SANITY_CHECK_CSVS else ""
+)
 # ROAR/KAR (rules/roar.smk; none when protocols.roar is absent): its section of the
 # summary, and the summarize command's extra argument (empty when it is off).
 ROAR_SUMMARY = [f"{RESULTS}/roar.md"] if EXP.roar else []

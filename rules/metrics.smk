@@ -162,6 +162,7 @@ rule summarize:
         " --checkpoints {input.checkpoints:q} --expect {params.expect:q}"
         " --pairs {params.pairs:q} --statistics {params.statistics:q} --randomization {input.randomization:q}"
         + DATARAND_SUMMARY_ARG
+        + SANITY_CHECKS_SUMMARY_ARG
         + ROAR_SUMMARY_ARG
         + " --out-csv {output.csv:q} --out-md {output.md:q} --out-tex {output.tex:q}"
         " --comparison-csv {output.comparison_csv:q} --comparison-md {output.comparison_md:q}"

@@ -199,6 +199,9 @@ def test_workflow_scores_a_quantus_metric_robustness_and_the_sanity_checks(tmp_p
         assert column in summary.columns and summary[column].notna().all()
     checks = pd.read_csv(results / "sanity" / "baseline" / "gradcam.checks.csv")
     assert {"random_logit", "smooth_mprt", "efficient_mprt"} == set(checks["test"])
+    markdown = (results / "summary.md").read_text()
+    assert "## Sanity checks: random logit, smooth and efficient MPRT" in markdown
+    assert "| baseline | gradcam |" in markdown
     again = planned_jobs(snakemake(workdir, "-n", "--configfile", "q.yaml").stdout)
     assert not again, again
 

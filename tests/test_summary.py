@@ -350,3 +350,40 @@ def test_the_tables_bold_no_value_of_a_column_where_every_method_ties():
     ad, ag = 3, 4  # model, method, n, then the metrics in table order
     assert [row[ad].bold for row in rows] == [False, False, False]
     assert [row[ag].bold for row in rows] == [True, False, False]
+
+
+def test_the_sanity_stages_optional_checks_are_a_section_of_the_summary():
+    """Random logit and efficient MPRT one step each, smooth MPRT a cascade whose last
+    step (every block randomized) is the one shown; each value with its interval and
+    each check's settings named."""
+    from cambench.summary.render import sanity_checks_text
+
+    def row(method, test, step, value, settings):
+        return {
+            "model": "baseline", "method": method, "test": test, "step": step,
+            "randomized": "", "value": value, "ci_low": value - 0.1, "ci_high": value + 0.1,
+            "n_images": 8, "settings": settings,
+        }  # fmt: skip
+
+    frame = pd.DataFrame(
+        [
+            row("gradcam", "random_logit", 0, 0.25, "{}"),
+            row("gradcam", "smooth_mprt", 0, 0.9, '{"n_samples": 4}'),
+            row("gradcam", "smooth_mprt", 1, 0.125, '{"n_samples": 4}'),
+            row("gradcam", "efficient_mprt", 0, 0.5, '{"n_bins": 10}'),
+            row("fakecam", "random_logit", 0, 1.0, "{}"),
+            row("fakecam", "smooth_mprt", 1, 1.0, '{"n_samples": 4}'),
+            row("fakecam", "smooth_mprt", 0, 1.0, '{"n_samples": 4}'),
+            row("fakecam", "efficient_mprt", 0, 0.0, '{"n_bins": 10}'),
+        ]
+    )
+    text = "\n".join(sanity_checks_text(frame))
+    assert text.startswith("## Sanity checks: random logit, smooth and efficient MPRT")
+    assert "first 8 test images" in text and '{"n_samples": 4}' in text and '{"n_bins": 10}' in text
+    lines = [line for line in text.splitlines() if line.startswith("| baseline")]
+    assert len(lines) == 2
+    gradcam = [c.strip() for c in lines[0].strip("|").split("|")]
+    # the last smooth-MPRT step (0.125), not the first (0.9)
+    assert gradcam[:2] == ["baseline", "gradcam"]
+    assert [c.split()[0] for c in gradcam[2:]] == ["0.250", "0.125", "0.500"]
+    assert "[0.025, 0.225]" in gradcam[3]

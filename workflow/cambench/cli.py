@@ -181,6 +181,7 @@ def cmd_summarize(args: argparse.Namespace) -> None:
         ranks_csv=args.ranks_csv,
         data_randomization_paths=args.data_randomization,
         roar_paths=args.roar,
+        sanity_check_paths=args.sanity_checks,
     )
 
 
@@ -522,6 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         default=[],
         help="data randomization sanity-check CSVs (cambench data-randomization)",
+    )
+    p.add_argument(
+        "--sanity-checks",
+        nargs="*",
+        default=[],
+        help="random-logit and MPRT check CSVs (cambench sanity-checks)",
     )
     p.add_argument(
         "--statistics",

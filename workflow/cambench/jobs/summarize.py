@@ -116,6 +116,7 @@ def run(
     ranks_csv: str | os.PathLike | None = None,
     data_randomization_paths: Sequence[str | os.PathLike] = (),
     roar_paths: Sequence[str | os.PathLike] = (),
+    sanity_check_paths: Sequence[str | os.PathLike] = (),
 ) -> pd.DataFrame:
     """Write the summary and the comparison tables.
 
@@ -219,6 +220,7 @@ def run(
             consistency.undefined_counts(per_image),
             ranks=render.rank_section(rank_rows, confidence, resamples, excluded),
             data_randomization=data_randomization,
+            sanity_checks=read_optional_tables(sanity_check_paths, "sanity check results"),
         )
         + render.appended_sections(roar_paths),
     )

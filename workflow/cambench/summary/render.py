@@ -422,6 +422,64 @@ def data_randomization_text(results: pd.DataFrame) -> list[str]:
     return lines
 
 
+#: The optional checks of the sanity stage (cambench.jobs.sanity.run_checks): the
+#: column header of each and what its value is.
+SANITY_CHECK_COLUMNS = {
+    "random_logit": ("random logit: SSIM", "SSIM of the map of the class and of a random other class"),
+    "smooth_mprt": ("smooth MPRT: ρ", "Spearman ρ of the noise-averaged maps before and after the "
+                    "whole cascade is randomized"),
+    "efficient_mprt": ("efficient MPRT: entropy rise", "relative rise of the maps' discrete "
+                       "entropy when every layer is randomized"),
+}  # fmt: skip
+
+
+def sanity_checks_text(results: pd.DataFrame) -> list[str]:
+    """The section of summary.md for the sanity stage's optional checks (random logit,
+    smooth and efficient MPRT): per model × method, each check's mean over the images
+    with its interval (for smooth MPRT, the last step of the cascade: every block
+    randomized), and each check's settings."""
+    tests = [t for t in SANITY_CHECK_COLUMNS if t in set(results["test"])]
+    last = results.sort_values("step").groupby(["model", "method", "test"], sort=False).tail(1)
+    rows = []
+    for (model, method), group in last.groupby(["model", "method"], sort=False):
+        by_test = {r["test"]: r for r in group.to_dict("records")}
+        cells = [Cell(str(model)), Cell(str(method))]
+        for test in tests:
+            r = by_test.get(test)
+            cells.append(
+                Cell("–")
+                if r is None
+                else Cell(
+                    fmt(r["value"], 3), number=True, ci=(fmt(r["ci_low"], 3), fmt(r["ci_high"], 3))
+                )
+            )
+        rows.append(cells)
+    table = Table(
+        header=["model", "method", *(SANITY_CHECK_COLUMNS[t][0] for t in tests)],
+        rows=rows,
+        align=["l", "l", *("r" for _ in tests)],
+        groups=[],
+    )
+    settings = results.drop_duplicates("test").set_index("test")["settings"]
+    described = "; ".join(
+        f"{SANITY_CHECK_COLUMNS[t][0].split(':')[0]}: {SANITY_CHECK_COLUMNS[t][1]} "
+        f"(settings {settings[t]})"
+        for t in tests
+    )
+    n = int(results["n_images"].max())
+    return [
+        "## Sanity checks: random logit, smooth and efficient MPRT",
+        "",
+        f"Means over the first {n} test images, with bootstrap intervals. {described}. "
+        "A method that explains the model and the class has a low SSIM and a low ρ and a "
+        "high entropy rise; a high SSIM or ρ says the map ignores the class or the weights "
+        "(docs/metrics.md, Sanity checks).",
+        "",
+        to_markdown(table),
+        "",
+    ]
+
+
 def summary_markdown(
     summary: pd.DataFrame,
     models: pd.DataFrame,
@@ -435,10 +493,12 @@ def summary_markdown(
     notes: Sequence[str] = (),
     ranks: Sequence[str] = (),
     data_randomization: pd.DataFrame | None = None,
+    sanity_checks: pd.DataFrame | None = None,
 ) -> str:
     """The Markdown summary: warnings, models, the metrics table (``notes`` below it),
     the rank section ``ranks`` (:func:`rank_section`'s lines) and the randomization
-    sanity checks (parameters; data, when ``data_randomization`` holds its results)."""
+    sanity checks (parameters; data, when ``data_randomization`` holds its results; the
+    random-logit and MPRT checks, when ``sanity_checks`` holds theirs)."""
     present = set(registered_methods(summary))  # a variant's label: the method it ran
     baselines = [m for m in SANITY_BASELINES if m not in REFERENCE_BASELINES or m in present]
     if "mask_oracle" in present:
@@ -490,6 +550,8 @@ def summary_markdown(
         ]
     if data_randomization is not None and not data_randomization.empty:
         text += data_randomization_text(data_randomization)
+    if sanity_checks is not None and not sanity_checks.empty:
+        text += sanity_checks_text(sanity_checks)
     return "\n".join(text)
 
 
