@@ -1,8 +1,9 @@
 """The workflow through a real SLURM cluster (tests/cluster/slurm-up.sh), against a local run.
 
 The module fixture brings up a one-node SLURM cluster on this machine (root, apt), runs
-the tiny experiment once locally and once through Snakemake's SLURM executor plugin
-with profiles/slurm, and the tests compare the two. Because that installs packages and
+the tiny experiment (with the smallest ROAR block: one retrain) once locally and once
+through Snakemake's SLURM executor plugin with profiles/slurm, and the tests compare the
+two. Because that installs packages and
 starts daemons, those tests run only when asked: ``CAMBENCH_SLURM_TESTS=1 pytest``
 (``.ci/run`` sets it); otherwise they are skipped with a message that says so. The dry
 run of profiles/slurm changes nothing and always runs. Deselect all with ``-m "not slurm"``.
@@ -31,10 +32,37 @@ pytestmark = pytest.mark.slurm
 
 CLUSTER = REPO / "tests" / "cluster"
 PARTITION, ACCOUNT = "debug", "cambench"  # what slurm-up.sh creates
-SLURM_RULES = {"train", "saliency", "metrics"}  # everything else is a localrule
+SLURM_RULES = {
+    "train",
+    "saliency",
+    "metrics",
+    "roar_saliency",
+    "roar_retrain",
+}  # the rest: localrules
 # The default config also runs the randomization sanity check, a GPU job too.
-GPU_RULES = SLURM_RULES | {"randomization"}
+GPU_RULES = {"train", "saliency", "metrics", "randomization"}
 RUN_TIMEOUT_S = 1500
+# The tiny experiment plus the smallest ROAR block (issue: one retrain through the real
+# cluster, equal to the local one): the random maps of the whole train and test split,
+# one retrain at fraction 0.5, its aggregate.
+ROAR_BLOCK = {
+    "roar": {
+        "models": ["baseline"],
+        "methods": ["random"],
+        "fractions": [0.5],
+        "modes": ["roar"],
+        "seeds": 1,
+        "shards": 1,
+    }
+}
+CONFIG = "slurm.yaml"
+
+
+def write_config(workdir: Path) -> None:
+    config = yaml.safe_load((workdir / "tiny.yaml").read_text())
+    (workdir / CONFIG).write_text(yaml.safe_dump({**config, "protocols": ROAR_BLOCK}))
+
+
 OPT_IN = "CAMBENCH_SLURM_TESTS"
 OPT_IN_SKIP = (
     f"the SLURM cluster tests install SLURM, munge and MariaDB with apt-get and start their "
@@ -145,13 +173,15 @@ def runs(tmp_path_factory, request):
     local = copy_workflow(base / "local")
     cluster = copy_workflow(base / "cluster")
     profile = slurm_profile(base / "profile")
+    for workdir in (local, cluster):
+        write_config(workdir)
     submitted_after = datetime.now() - timedelta(minutes=1)
 
     # --cores 2 caps every job's threads at 2 in both runs (train declares 4; the test
     # node has 2 CPUs), so both runs compute with the same thread counts.
     start = time.monotonic()
     local_out = finish(
-        start_snakemake(local, "--cores", "2", "--configfile", "tiny.yaml"),
+        start_snakemake(local, "--cores", "2", "--configfile", CONFIG),
         "the local run",
         start + RUN_TIMEOUT_S,
     )
@@ -163,7 +193,7 @@ def runs(tmp_path_factory, request):
             "--profile",
             str(profile),
             "--configfile",
-            "tiny.yaml",
+            CONFIG,
             "--cores",
             "2",
             "--slurm-init-seconds-before-status-checks",
@@ -212,6 +242,19 @@ def test_per_image_metrics_equal_the_local_run(runs):
         pd.testing.assert_frame_equal(a, b, obj=str(name))
 
 
+def test_the_roar_retrain_equals_the_local_run(runs):
+    """The retrain job ran on the cluster (test below) and gave the local accuracy."""
+    local, cluster = results(runs["local"]), results(runs["cluster"])
+    for name in ("roar.csv", "roar_auc.csv"):
+        a, b = (pd.read_csv(root / name) for root in (local, cluster))
+        assert len(a) == 1 if name == "roar.csv" else len(a) >= 1, a
+        pd.testing.assert_frame_equal(a, b, obj=name)
+    for split in ("train", "test"):
+        name = f"roar/maps/{split}/baseline/random/shard-0.h5"
+        with h5py.File(local / name) as a, h5py.File(cluster / name) as b:
+            assert np.array_equal(a["saliency"][()], b["saliency"][()]), name
+
+
 def sacct_jobs(run_id: str, since: datetime, expected: int) -> list[dict[str, str]]:
     """This run's SLURM jobs as sacct reports them (records reach slurmdbd with a delay)."""
     fields = ["JobID", "JobName", "Comment", "State", "AllocTRES"]
@@ -243,16 +286,20 @@ def sacct_jobs(run_id: str, since: datetime, expected: int) -> list[dict[str, st
 
 def test_cluster_rules_ran_through_slurm_and_localrules_did_not(runs):
     run_id = re.search(r"SLURM run ID: (\S+)", runs["slurm_out"]).group(1)
-    config = yaml.safe_load((runs["cluster"] / "tiny.yaml").read_text())
+    config = yaml.safe_load((runs["cluster"] / CONFIG).read_text())
     # a shard's saliency and metrics jobs run as one cluster job (group
-    # eval-<model>-<method>, profiles/slurm's group-components)
+    # eval-<model>-<method>, profiles/slurm's group-components); ROAR: the maps of
+    # each split (group roar-maps-<model>-<method>) and the one retrain
     n_maps = len(config["methods"]) * config["eval"]["shards"]
-    expected = {"train": len(config["models"]), "eval": n_maps}
+    expected = {"train": len(config["models"]), "eval": n_maps, "roar-maps": 2, "roar_retrain": 1}
     jobs = sacct_jobs(run_id, runs["submitted_after"], sum(expected.values()))
 
     # the plugin writes rule_<rule or group>[_wildcards_<values>] into each job's comment
     def kind(comment: str) -> str:
-        return "eval" if comment.startswith("rule_eval-") else comment.split("_wildcards_")[0]
+        for group in ("eval", "roar-maps"):
+            if comment.startswith(f"rule_{group}-"):
+                return group
+        return comment.split("_wildcards_")[0]
 
     rules = [kind(j["Comment"]).removeprefix("rule_") for j in jobs]
     assert {rule: rules.count(rule) for rule in set(rules)} == expected, jobs
@@ -261,10 +308,10 @@ def test_cluster_rules_ran_through_slurm_and_localrules_did_not(runs):
         tres = job["AllocTRES"]
         assert "mem=" in tres and "cpu=" in tres, job  # mem_mb and threads were requested
         assert "gres/gpu" not in tres, job  # device: cpu declares gpu=0
-        if rule == "train":
+        if rule in ("train", "roar_retrain"):
             assert "cpu=2" in tres, job  # threads: 4, capped by --cores 2
     # the localrules ran in the Snakemake process itself
-    for rule in ("prepare_data", "summarize", "plot_experiment", "plot_model"):
+    for rule in ("prepare_data", "summarize", "plot_experiment", "plot_model", "roar_aggregate"):
         assert f"localrule {rule}:" in runs["slurm_out"]
     for rule in SLURM_RULES:  # saliency and metrics inside their group job
         assert re.search(rf"\n\s*rule {rule}:", runs["slurm_out"]), rule
