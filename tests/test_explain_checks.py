@@ -16,8 +16,9 @@ from cambench.specs import ATTENTION_METHODS
 # castream_attention needs a CA-Stream model, the attention methods a ViT (checked in
 # test_attention.py); their checks are their owners'.
 GENERIC = sorted(set(METHODS) - {"castream_attention", *ATTENTION_METHODS})
-# Methods that run the model (fakecam and random look at neither the model nor the class).
-FORWARD = sorted(set(GENERIC) - {"fakecam", "random"})
+# Methods that run the model (fakecam, random and mask_oracle look at neither the model
+# nor the class).
+FORWARD = sorted(set(GENERIC) - {"fakecam", "random", "mask_oracle"})
 FAST = {"opticam": {"iterations": 2}, "scorecam": {"batch_size": 512}}
 
 
