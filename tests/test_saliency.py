@@ -19,6 +19,20 @@ REQUIRED = {"gradcam", "fakecam", "random", "cam", "gradcampp", "xgradcam", "lay
 # contract is tested on a CA-Stream model in test_castream.py, the attention methods'
 # on a ViT in test_attention.py.
 GENERIC = sorted(set(METHODS) - {"castream_attention", *ATTENTION_METHODS})
+
+
+def object_masks(method: str, images: torch.Tensor) -> dict:
+    """The object masks a method that reads them (mask_oracle) needs: a square per image,
+    a different one each; nothing for the other methods."""
+    if not METHODS[method].needs_masks:
+        return {}
+    b, _, h, w = images.shape
+    masks = torch.zeros(b, h, w, dtype=torch.bool, device=images.device)
+    for i in range(b):
+        masks[i, i : i + h // 2, 2 * i : 2 * i + w // 3] = True
+    return {"object_masks": masks}
+
+
 PEER = {
     "gradcam": GradCAM,
     "gradcampp": GradCAMPlusPlus,
@@ -48,7 +62,7 @@ def test_unknown_parameter_is_rejected(small_resnet, images, targets):
 
 @pytest.mark.parametrize("method", GENERIC)
 def test_output_contract(method, small_resnet, images, targets):
-    maps = explain(method, small_resnet, images, targets)
+    maps = explain(method, small_resnet, images, targets, **object_masks(method, images))
     assert maps.shape == (6, 32, 32)
     assert maps.dtype == torch.float32
     assert maps.device == images.device
@@ -64,10 +78,17 @@ def test_output_contract(method, small_resnet, images, targets):
 def test_batch_independence(method, small_resnet, images, targets):
     if method in ("sscam", "smoothgradcampp"):
         pytest.skip("its noise is drawn per batch, as torchcam draws it (docs/methods.md)")
-    whole = explain(method, small_resnet, images, targets)
+    extra = object_masks(method, images)
+    whole = explain(method, small_resnet, images, targets, **extra)
     parts = torch.cat(
-        [explain(method, small_resnet, images[i : i + 2], targets[i : i + 2]) for i in (0, 2, 4)]
-    )
+        [
+            explain(
+                method, small_resnet, images[i : i + 2], targets[i : i + 2],
+                **{k: v[i : i + 2] for k, v in extra.items()},
+            )
+            for i in (0, 2, 4)
+        ]
+    )  # fmt: skip
     # RISE sums thousands of masked forwards' probabilities in float32: another batch
     # shape reorders the sums (maps in [0, 1] agree to 2e-5, its masks are the same)
     atol = 5e-5 if method == "rise" else 1e-5
@@ -82,7 +103,7 @@ def test_model_state_is_restored(method, small_resnet, images, targets):
     hook = model.layer4.register_forward_hook(lambda *a: None)
     modes = {name: m.training for name, m in model.named_modules()}
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    explain(method, model, images, targets)
+    explain(method, model, images, targets, **object_masks(method, images))
     assert {name: m.training for name, m in model.named_modules()} == modes
     assert {name: p.requires_grad for name, p in model.named_parameters()} == flags
     assert list(model.layer4._forward_hooks.values()) == [hook.hooks_dict_ref()[hook.id]]
