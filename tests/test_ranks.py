@@ -113,3 +113,19 @@ def test_a_column_where_every_method_ties_gives_them_the_same_rank(ties):
     table = rank_table(per_image, resamples=20, confidence=0.9, seed=0)
     assert list(table["rank_AD"]) == [2.0, 2.0, 2.0]
     assert list(table["rank_insertion"]) == [3.0, 2.0, 1.0]
+
+
+def test_means_equal_to_the_tables_precision_tie():
+    """CAM and Grad-CAM on a GAP->Linear model differ by float noise only: a 1e-6
+    difference ties (both rank 1.5), a 0.01 one orders the methods."""
+    per_image = pd.DataFrame(
+        {
+            "model": ["m"] * 6,
+            "method": ["cam", "cam", "gradcam", "gradcam", "other", "other"],
+            "index": [0, 1, 0, 1, 0, 1],
+            "AD": [10.0, 20.0, 10.000001, 20.0, 10.01, 20.0],
+        }
+    )
+    ranks = rank_table(per_image, resamples=50, confidence=0.95, seed=0).set_index("method")
+    assert ranks["rank_AD"].to_dict() == {"cam": 1.5, "gradcam": 1.5, "other": 3.0}
+    assert ranks.loc["cam", "mean_rank_ci_low"] == ranks.loc["gradcam", "mean_rank_ci_low"]

@@ -5,7 +5,10 @@ For one model with methods :math:`m = 1 \dots M` evaluated on the same images an
 metrics :math:`k = 1 \dots K` (each with its direction from
 :mod:`cambench.metric_table`), the rank :math:`r_{mk}` of method :math:`m` on metric
 :math:`k` is its position when the methods' means :math:`\bar v_{mk}` are sorted
-from best to worst (1 = best; ties share their average rank). A method's summary is
+from best to worst (1 = best; ties share their average rank; means equal to
+:data:`TIE_DECIMALS` decimals in the table's unit tie, so that float noise between
+methods that are equal by construction — CAM, Grad-CAM and XGrad-CAM on a GAP→Linear
+model — does not order them). A method's summary is
 the median and the mean of its ranks over the metrics,
 
 .. math::
@@ -42,6 +45,10 @@ import pandas as pd
 
 from cambench.metric_table import COLUMNS, metric
 from cambench.metrics.statistics import bootstrap_means
+
+#: Means that agree to this many decimals (in the per-image CSVs' unit: percent for the
+#: default metrics) are ties.
+TIE_DECIMALS = 3
 
 
 def average_ranks_rows(keys: np.ndarray) -> np.ndarray:
@@ -98,14 +105,16 @@ def rank_table(
             means = np.nanmean(values, axis=0) if len(values) else np.full(values.shape[1:], np.nan)
         usable = [k for k in range(len(metrics)) if np.isfinite(means[:, k]).all()]
         sign = np.array([1.0 if metric(metrics[k]).lower_is_better else -1.0 for k in usable])
-        ranks = average_ranks_rows((means[:, usable] * sign).T).T  # (methods, metrics)
+        keys = np.round(means[:, usable] * sign, TIE_DECIMALS)
+        ranks = average_ranks_rows(keys.T).T  # (methods, metrics)
         n_images = values.shape[0]
         if usable and n_images:
             flat = values[:, :, usable].reshape(n_images, -1)
             boot = bootstrap_means(flat, resamples, seed).reshape(
                 resamples, len(methods), len(usable)
             )
-            boot_ranks = average_ranks_rows(np.swapaxes(boot * sign, 1, 2))  # (R, K, M)
+            boot_keys = np.round(np.swapaxes(boot * sign, 1, 2), TIE_DECIMALS)
+            boot_ranks = average_ranks_rows(boot_keys)  # (R, K, M)
             mean_boot = np.nanmean(boot_ranks, axis=1)  # (R, M)
             alpha = (1 - confidence) / 2
             low, high = np.quantile(mean_boot, [alpha, 1 - alpha], axis=0)
