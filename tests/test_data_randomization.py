@@ -75,7 +75,9 @@ def test_mask_oracle_is_flagged():
     masks = torch.zeros(2, 32, 32, dtype=torch.bool)
     masks[0, 3:20, 5:9] = True
     masks[1, 10:30, 10:30] = True
-    out = data_randomization_test(a, b, images, torch.tensor([0, 1]), "mask_oracle", object_masks=masks)
+    out = data_randomization_test(
+        a, b, images, torch.tensor([0, 1]), "mask_oracle", object_masks=masks
+    )
     assert out.data_independent(0.99)
 
 
