@@ -185,18 +185,7 @@ def randomization_test(
     params = dict(params or {})
 
     def maps_of(net: nn.Module) -> torch.Tensor:
-        out = [
-            explain(
-                method,
-                net,
-                images[i : i + batch_size],
-                targets[i : i + batch_size],
-                layer=layer,
-                **params,
-            )
-            for i in range(0, images.shape[0], batch_size)
-        ]
-        return torch.cat(out).flatten(1)
+        return _explain_batches(method, net, images, targets, layer, params, batch_size).flatten(1)
 
     reference = maps_of(model)
     order: list[str] = []
