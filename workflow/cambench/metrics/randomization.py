@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cambench.metrics.draws import hash_normal, hash_uniform
+from cambench.metrics.ssim import ssim
 from cambench.metrics.statistics import average_ranks
 from cambench.saliency import explain
 
@@ -259,8 +261,6 @@ def other_classes(targets: torch.Tensor, num_classes: int, seed: int) -> torch.T
     """
     if num_classes < 2:
         raise ValueError(f"the random-logit test needs >= 2 classes, got {num_classes}")
-    from cambench.metrics.draws import hash_uniform
-
     position = torch.arange(targets.shape[0], device=targets.device)
     u = hash_uniform(position, 1, seed, 0)[:, 0]
     k = (u * (num_classes - 1)).long().clamp_max(num_classes - 2)
@@ -302,8 +302,6 @@ def random_logit(
         >>> random_logit(model, images, targets, "fakecam")  # the same map for any class
         tensor([1., 1.], dtype=torch.float64)
     """
-    from cambench.metrics.similarity import ssim
-
     params = dict(params or {})
     if num_classes is None:
         with torch.no_grad():
@@ -333,8 +331,6 @@ def smoothed_maps(
     (max − min of the image); draws by :func:`cambench.metrics.draws.hash_normal` from
     (``seed``, the image's position, ``n``), the same for every model.
     ``include_clean``: the last of the ``n_samples`` is the clean image (Quantus 0.6)."""
-    from cambench.metrics.draws import hash_normal
-
     b = images.shape[0]
     position = torch.arange(b, device=images.device)
     flat = images.flatten(1).double()

@@ -43,6 +43,7 @@ from torch import nn
 
 from cambench.models.layers import LAYOUTS, default_layer_name, forced_layout, resolve_layer
 from cambench.saliency import (  # noqa: F401  (registers methods)
+    adapters,
     attention,
     attribution,
     baselines,

@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from cambench.saliency.perturb import REDUCTIONS, reduce_channels
-from cambench.saliency.registry import Method, ParamError
+from cambench.saliency.registry import PEER_METHODS, Method, ParamError
 
 # prefix -> (importable module, distribution whose version is recorded, extra to install)
 LIBRARIES = {
@@ -283,3 +283,6 @@ def adapter_method(name: str) -> AdapterMethod:
         allowed=tuple(sorted(allowed)),
         required=required,
     )
+
+
+PEER_METHODS[0] = adapter_method

@@ -156,15 +156,23 @@ def register(
     return decorate
 
 
+def _no_peer_methods(name: str) -> Method:
+    raise ValueError(f"saliency method {name!r}: peer library methods are not loaded")
+
+
+#: How a ``captum:<Class>``/``pytorch_grad_cam:<Class>`` name becomes a Method: set by
+#: :mod:`cambench.saliency.adapters` when it is imported (the package imports it), so
+#: this module does not import the adapters that build on it.
+PEER_METHODS: list[Callable[[str], Method]] = [_no_peer_methods]
+
+
 def get_method(name: str) -> Method:
     """The registered method ``name``, a peer library's method for a
     ``captum:<Class>``/``pytorch_grad_cam:<Class>`` name
     (:func:`cambench.saliency.adapters.adapter_method`), or a ValueError listing the
     valid names."""
     if isinstance(name, str) and ":" in name:
-        from cambench.saliency.adapters import adapter_method
-
-        return adapter_method(name)
+        return PEER_METHODS[0](name)
     try:
         return METHODS[name]
     except KeyError:
