@@ -26,7 +26,7 @@ from cambench.jobs.saliency import explained_classes
 from cambench.metrics.similarity import data_randomization_test
 from cambench.metrics.statistics import bootstrap_mean_ci
 from cambench.models import load_checkpoint
-from cambench.saliency import get_method
+from cambench.saliency.registry import resolve_entry
 from cambench.table_io import read_json, write_csv
 
 # Images kept in the .npz for the side-by-side figure.
@@ -72,10 +72,9 @@ def run(
     ``resamples``, ``confidence`` (and ``seed``). ``method`` is the ``methods:``
     entry's label (the CSV's ``method``); a variant's ``params`` carry the method it
     runs under ``"method"``."""
-    label, params = method, dict(params)
-    method = params.pop("method", label)
-    spec = get_method(method)
-    params = spec.resolve_params(params)
+    label = method
+    spec, params = resolve_entry(label, params)
+    method = spec.name
     history = read_json(randomized_history, "training history")
     if history.get("permute_labels") != int(seed):
         raise ValueError(

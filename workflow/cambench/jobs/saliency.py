@@ -20,8 +20,9 @@ from cambench.models.guard import (
     fingerprint,
 )
 from cambench.provenance import stage_digest
-from cambench.saliency import degenerate, explain_with_flags, get_method, resolve_layer
+from cambench.saliency import degenerate, explain_with_flags, resolve_layer
 from cambench.saliency.core import activations
+from cambench.saliency.registry import resolve_entry
 
 TARGETS = ("label", "predicted")
 
@@ -85,10 +86,9 @@ def run(
     ``pytorch_grad_cam:<Class>``). The file's ``method`` attribute is the label; it
     also records ``registered_method`` where the two differ, and a peer library's name
     and version (``library``, ``library_version``)."""
-    label, params = method, dict(params)
-    method = params.pop("method", label)
-    spec = get_method(method)
-    full_params = spec.resolve_params(params)
+    label = method
+    spec, full_params = resolve_entry(label, params)
+    method = spec.name
     start = joblog.header(
         "saliency",
         {

@@ -23,7 +23,7 @@ from cambench.metrics.randomization import (
 )
 from cambench.metrics.statistics import bootstrap_mean_ci
 from cambench.models import load_checkpoint
-from cambench.saliency import get_method
+from cambench.saliency.registry import resolve_entry
 from cambench.table_io import write_csv
 
 
@@ -73,9 +73,9 @@ def run(
 
     ``method`` is the ``methods:`` entry's label (the CSV's ``method``); a variant's
     ``params`` carry the method it runs under ``"method"``."""
-    label, params = method, dict(params)
-    method = params.pop("method", label)
-    params = get_method(method).resolve_params(params)
+    label = method
+    spec, params = resolve_entry(label, params)
+    method = spec.name
     start = joblog.header(
         "randomization",
         {
@@ -157,9 +157,9 @@ def run_checks(
     unknown = sorted(set(checks) - set(CHECKS))
     if unknown:
         raise ValueError(f"unknown sanity check(s) {unknown}; valid: {', '.join(CHECKS)}")
-    label, params = method, dict(params)
-    method = params.pop("method", label)
-    params = get_method(method).resolve_params(params)
+    label = method
+    spec, params = resolve_entry(label, params)
+    method = spec.name
     settings = {name: {**CHECKS[name], **(checks[name] or {})} for name in checks}
     start = joblog.header(
         "sanity checks",

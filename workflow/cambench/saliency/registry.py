@@ -166,6 +166,15 @@ def _no_peer_methods(name: str) -> Method:
 PEER_METHODS: list[Callable[[str], Method]] = [_no_peer_methods]
 
 
+def resolve_entry(label: str, params: dict[str, Any]) -> tuple[Method, dict[str, Any]]:
+    """A ``methods:`` entry as a job gets it, its ``label`` and ``params`` (a variant's
+    params carry the method it runs under ``"method"``, by default the label): the
+    method and its resolved parameters (:meth:`Method.resolve_params`)."""
+    params = dict(params)
+    spec = get_method(params.pop("method", label))
+    return spec, spec.resolve_params(params)
+
+
 def get_method(name: str) -> Method:
     """The registered method ``name``, a peer library's method for a
     ``captum:<Class>``/``pytorch_grad_cam:<Class>`` name
