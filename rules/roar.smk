@@ -138,12 +138,17 @@ if ROAR:
             history=expand(f"{RESULTS}/models/{{model}}.json", model=ROAR.models),
         output:
             csv=f"{RESULTS}/roar.csv",
-            areas=f"{RESULTS}/roar_auc.csv",
+            areas=report(
+                f"{RESULTS}/roar_auc.csv",
+                caption="../workflow/report/roar_table.rst",
+                category=REPORT_SECTIONS["ROAR and KAR"],
+                labels={"table": "ROAR and KAR areas"},
+            ),
             md=f"{RESULTS}/roar.md",
             png=report(
                 f"{RESULTS}/plots/roar.png",
-                caption="../workflow/report/figure.rst",
-                category="ROAR and KAR",
+                caption="../workflow/report/roar.rst",
+                category=REPORT_SECTIONS["ROAR and KAR"],
                 subcategory="all models",
                 labels={"figure": "roar"},
             ),
