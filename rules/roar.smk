@@ -142,6 +142,7 @@ if ROAR:
                 f"{RESULTS}/roar_auc.csv",
                 caption="../workflow/report/roar_table.rst",
                 category=REPORT_SECTIONS["ROAR and KAR"],
+                subcategory="all models",
                 labels={"table": "ROAR and KAR areas"},
             ),
             md=f"{RESULTS}/roar.md",
