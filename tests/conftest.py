@@ -93,6 +93,26 @@ def snakemake(workdir: Path, *args: str, check: bool = True):
     return proc
 
 
+@pytest.fixture(scope="session")
+def tiny_run_template(tmp_path_factory) -> Path:
+    """The tiny experiment (tests/config.tiny.yaml, as ``tiny.yaml``) run once per test
+    session. Tests never change it: they take a :func:`copy_of_run` of it, on which
+    Snakemake finds every job done and reruns only what their own config changes."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("tiny-run-template"))
+    snakemake(workdir, "--cores", "2", "--configfile", "tiny.yaml")
+    return workdir
+
+
+def copy_of_run(template: Path, dest: Path) -> Path:
+    """A copy of a finished workflow directory: its results, logs and Snakemake's
+    metadata (``.snakemake/``), with every file's modification time kept, so nothing in
+    it is stale."""
+    import shutil
+
+    shutil.copytree(template, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
 def planned_jobs(output: str) -> dict[str, int]:
     """The 'Job stats' table of a dry run as {rule: count}."""
     jobs: dict[str, int] = {}

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import copy_workflow, snakemake
+from conftest import copy_of_run, snakemake
 from test_config import check_config
 
 from cambench.saliency import explain, get_method
@@ -202,14 +202,14 @@ def test_adapter_entries_apply_to_every_model_and_keep_their_parameters():
 
 
 @pytest.mark.slow
-def test_adapters_run_through_the_workflow_and_equal_the_library(tmp_path):
+def test_adapters_run_through_the_workflow_and_equal_the_library(tmp_path, tiny_run_template):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     from cambench.cache import read_saliency
     from cambench.data.store import read_split
     from cambench.models import load_checkpoint
 
-    workdir = copy_workflow(tmp_path)
+    workdir = copy_of_run(tiny_run_template, tmp_path / "run")  # its data and model reused
     config = yaml.safe_load((workdir / "tiny.yaml").read_text())
     config["methods"] = {
         "ig": {"method": "captum:IntegratedGradients", "n_steps": 8},

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import copy_workflow, snakemake
+from conftest import copy_of_run, snakemake
 
 from cambench.metric_table import BY_COLUMN, DEFAULT_COLUMNS, PARAMS
 
@@ -38,12 +38,12 @@ ADDED = [
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("battery"))
+def run(tmp_path_factory, tiny_run_template):
+    # on a copy of the finished tiny run: its data and model are reused
+    workdir = copy_of_run(tiny_run_template, tmp_path_factory.mktemp("battery") / "run")
     config = yaml.safe_load((workdir / "tiny.yaml").read_text())
     config["methods"] = METHODS
     config["eval"].update(n_images=N_IMAGES, shards=1, batch_size=N_IMAGES)
-    config["models"]["baseline"]["epochs"] = 1
     config["metrics"]["include"] = ["default", "faithfulness", "complexity"]
     config["metrics"]["params"] = PARAMS_GIVEN
     (workdir / "battery.yaml").write_text(yaml.safe_dump(config))

@@ -187,10 +187,11 @@ def test_the_block_is_parsed_and_off_by_default():
 
 
 @pytest.mark.slow
-def test_workflow_runs_the_check_and_reruns_identically(tmp_path):
-    from conftest import copy_workflow, planned_jobs, snakemake
+def test_workflow_runs_the_check_and_reruns_identically(tmp_path, tiny_run_template):
+    from conftest import copy_of_run, planned_jobs, snakemake
 
-    workdir = copy_workflow(tmp_path)
+    # on the finished tiny run: only mask_oracle's maps and the check's jobs are new
+    workdir = copy_of_run(tiny_run_template, tmp_path / "run")
     config = yaml.safe_load((workdir / "tiny.yaml").read_text())
     config["methods"]["mask_oracle"] = {}
     config["sanity"] = {
@@ -206,6 +207,7 @@ def test_workflow_runs_the_check_and_reruns_identically(tmp_path):
     (workdir / "dr.yaml").write_text(yaml.safe_dump(config))
     plan = planned_jobs(snakemake(workdir, "-n", "--configfile", "dr.yaml").stdout)
     assert plan["train_datarand"] == 1 and plan["data_randomization"] == 3
+    assert "train" not in plan and plan["saliency"] == 2  # mask_oracle's two shards only
     snakemake(workdir, "--cores", "2", "--configfile", "dr.yaml")
     results = workdir / "results" / "tiny"
     folder = results / "sanity" / "data-randomization" / "baseline"

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, copy_workflow, snakemake
+from conftest import REPO, copy_of_run, copy_workflow, snakemake
 
 from cambench.saliency.core import activations, activations_and_gradients
 
@@ -61,8 +61,10 @@ def test_the_helpers_take_a_methods_argument_order_and_the_former_one(
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("examples"))
+def tiny(tmp_path_factory, tiny_run_template):
+    """The tiny experiment run with the command docs/api.md names (on a copy of the
+    session's run of the same config, so the command finds its jobs done)."""
+    workdir = copy_of_run(tiny_run_template, tmp_path_factory.mktemp("examples") / "run")
     (workdir / "tests").mkdir()
     shutil.copy2(REPO / "tests" / "config.tiny.yaml", workdir / "tests" / "config.tiny.yaml")
     snakemake(workdir, "--cores", "2", "--configfile", "tests/config.tiny.yaml")

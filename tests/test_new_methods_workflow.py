@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import yaml
-from conftest import SMALL_RESNET_CASCADE, copy_workflow, snakemake
+from conftest import SMALL_RESNET_CASCADE, copy_of_run, snakemake
 
 from cambench.cache import read_saliency
 
@@ -24,13 +24,13 @@ N_IMAGES = 4
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("new_methods"))
+def run(tmp_path_factory, tiny_run_template):
+    # on a copy of the finished tiny run: its data and model are reused
+    workdir = copy_of_run(tiny_run_template, tmp_path_factory.mktemp("new_methods") / "run")
     config = yaml.safe_load((workdir / "tiny.yaml").read_text())
     config["methods"] = METHODS
     config["eval"].update(n_images=N_IMAGES, shards=1, batch_size=N_IMAGES)
     config["sanity"] = {"randomization": True, "n_images": N_IMAGES, "methods": list(METHODS)}
-    config["models"]["baseline"]["epochs"] = 1
     (workdir / "new.yaml").write_text(yaml.safe_dump(config))
     snakemake(workdir, "--cores", "2", "--configfile", "new.yaml")
     return workdir / "results" / "tiny"

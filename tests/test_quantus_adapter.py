@@ -160,13 +160,16 @@ def test_localisation_metric_reads_the_masks(batch):
 
 
 @pytest.mark.slow
-def test_workflow_scores_a_quantus_metric_robustness_and_the_sanity_checks(tmp_path):
+def test_workflow_scores_a_quantus_metric_robustness_and_the_sanity_checks(
+    tmp_path, tiny_run_template
+):
     """The tiny experiment with metrics.quantus (Sparseness), max/avg-sensitivity and
     the optional sanity checks: their columns in the per-image CSVs and the summary."""
     import pandas as pd
-    from conftest import copy_workflow, planned_jobs, snakemake
+    from conftest import copy_of_run, planned_jobs, snakemake
 
-    workdir = copy_workflow(tmp_path)
+    # on the finished tiny run: the data, model and maps are reused, the metrics rerun
+    workdir = copy_of_run(tiny_run_template, tmp_path / "run")
     config = yaml.safe_load((workdir / "tiny.yaml").read_text())
     config["metrics"]["quantus"] = {"Sparseness": {}}
     config["metrics"]["include"] = ["sensitivity"]
@@ -182,6 +185,7 @@ def test_workflow_scores_a_quantus_metric_robustness_and_the_sanity_checks(tmp_p
     (workdir / "q.yaml").write_text(yaml.safe_dump(config))
     plan = planned_jobs(snakemake(workdir, "-n", "--configfile", "q.yaml").stdout)
     assert plan["sanity_checks"] == 1 and plan["randomization"] == 1
+    assert "train" not in plan and "saliency" not in plan  # the copied run's are current
     snakemake(workdir, "--cores", "2", "--configfile", "q.yaml")
     results = workdir / "results" / "tiny"
     for method in config["methods"]:

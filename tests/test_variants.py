@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import copy_workflow, planned_jobs, snakemake
+from conftest import copy_of_run, planned_jobs, snakemake
 from test_config import check_config
 
 from cambench.best import rankable
@@ -244,8 +244,8 @@ def test_sanity_baselines_stay_baselines_under_another_label():
 
 
 @pytest.mark.slow
-def test_two_variants_run_through_the_workflow_as_two_labelled_rows(tmp_path):
-    workdir = copy_workflow(tmp_path)
+def test_two_variants_run_through_the_workflow_as_two_labelled_rows(tmp_path, tiny_run_template):
+    workdir = copy_of_run(tiny_run_template, tmp_path / "run")  # its data and model reused
     config = yaml.safe_load((workdir / "tiny.yaml").read_text())
     config["methods"] = {
         "gradcam": {},

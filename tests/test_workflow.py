@@ -8,7 +8,7 @@ import h5py
 import pandas as pd
 import pytest
 import yaml
-from conftest import SMALL_RESNET_CASCADE, copy_workflow, planned_jobs, snakemake
+from conftest import SMALL_RESNET_CASCADE, copy_of_run, planned_jobs, snakemake
 
 from cambench.cache import read_saliency
 from cambench.models import file_sha256
@@ -17,10 +17,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("workflow"))
-    snakemake(workdir, "--cores", "2", "--configfile", "tiny.yaml")
-    return workdir
+def run(tmp_path_factory, tiny_run_template):
+    """The tiny experiment run to the end (a copy of the session's run: these tests
+    change configs and code and rerun on it)."""
+    return copy_of_run(tiny_run_template, tmp_path_factory.mktemp("workflow") / "run")
 
 
 def test_every_output_exists(run):
