@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import copy_workflow, planned_jobs, snakemake
+from conftest import copy_of_run, planned_jobs, snakemake
 from test_config import ROOT, check_config
 
 from cambench.cache import read_saliency
@@ -305,9 +305,10 @@ def _config(workdir, name, **block):
 
 
 @pytest.fixture(scope="module")
-def roar_run(tmp_path_factory):
-    """The tiny experiment with a ROAR/KAR block, run once: 8 retrains, 8 map shards."""
-    workdir = copy_workflow(tmp_path_factory.mktemp("roar-workflow"))
+def roar_run(tmp_path_factory, tiny_run_template):
+    """The tiny experiment with a ROAR/KAR block, run once: 8 retrains, 8 map shards (on
+    a copy of the finished tiny run, whose data, model and test maps are reused)."""
+    workdir = copy_of_run(tiny_run_template, tmp_path_factory.mktemp("roar-workflow") / "run")
     plan = snakemake(workdir, "-n", "--configfile", _config(workdir, "roar.yaml"))
     jobs = planned_jobs(plan.stdout)
     snakemake(workdir, "--cores", "2", "--configfile", "roar.yaml")
@@ -319,6 +320,7 @@ def test_the_workflow_runs_every_retrain_and_records_every_setting(roar_run):
     workdir, jobs = roar_run
     assert jobs["roar_retrain"] == 1 * 2 * 2 * 2 * 1  # models × modes × methods × fractions × seeds
     assert jobs["roar_saliency"] == 2 * 2 * 2  # splits × methods × shards
+    assert "train" not in jobs and "prepare_data" not in jobs  # the copied run's
     results = workdir / "results" / "tiny"
     table = pd.read_csv(results / "roar.csv")
     settings = set(
