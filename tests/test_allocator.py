@@ -56,7 +56,9 @@ def test_tuning_takes_effect_and_changes_no_number():
     untuned = _probe({**base, "GLIBC_TUNABLES": ""})  # the user's (empty) settings win
     assert tuned[0] == "True" and untuned[0] == "False"
     # glibc's default maps fresh pages for every 48 MiB block; tuned, the heap reuses them
-    assert int(tuned[1]) * 4 < int(untuned[1]), (tuned[1], untuned[1])
+    # (about 37 k faults against 246 k on an idle machine; under heavy load the machine's
+    # own reclaim has pushed the tuned count to 86 k, hence a bound of a half)
+    assert int(tuned[1]) * 2 < int(untuned[1]), (tuned[1], untuned[1])
     assert tuned[2] == untuned[2]
 
 
