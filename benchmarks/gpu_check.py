@@ -14,7 +14,12 @@ On the CUDA device it checks, each step reported PASS or FAIL with its numbers:
    methods that do not apply to the model (``ValueError``) are listed as n/a;
 4. insertion/deletion AUCs of Grad-CAM maps on CUDA against the CPU (at most
    ``--auc-tolerance`` apart) and their time;
-5. the gradient CAMs' part of ``benchmarks/saliency.py`` (timing on the device).
+5. the gradient CAMs' part of ``benchmarks/saliency.py`` (timing on the device);
+6. the methods added later (the other CAMs, the input attributions, Occlusion, RISE)
+   beside their reference libraries (pytorch-grad-cam, torchcam, Captum, where
+   installed) on ResNet-18 and the small ViT at 64 px: ``benchmarks/saliency.py``'s
+   ratio to the peer and to the method's floor, on the device. The CPU dry run times
+   two of them on ResNet-18 only (to stay short).
 
 The report goes to ``benchmarks/results/gpu-<card>.txt`` (``--output`` to choose);
 the exit status is 1 when a step failed. ``--cpu`` runs the same steps with the CPU
@@ -51,6 +56,10 @@ from cambench.saliency.registry import METHODS  # noqa: E402
 from cambench.training.loop import TrainConfig, train_model  # noqa: E402
 
 GRADIENT_CAMS = "gradcam,gradcampp,xgradcam,layercam"
+ADDED_METHODS = (
+    "hirescam,gradcam_elementwise,eigencam,eigengradcam,fullgrad,sscam,iscam,smoothgradcampp,"
+    "input_x_gradient,integrated_gradients,smoothgrad,vargrad,occlusion,rise"
+)
 FAST_PARAMS = {"opticam": {"iterations": 20}}  # enough to compare, quick
 
 
@@ -227,14 +236,15 @@ def main(argv: list[str] | None = None) -> int:
 
     report.step("insertion/deletion on the device", auc)
 
-    def benchmark():
-        command = [
-            sys.executable,
-            str(REPO / "benchmarks" / "saliency.py"),
-            *["--device", device.type, "--methods", GRADIENT_CAMS],
-            *(["--models", "small", "--quick", "--threads", "2"] if args.cpu else ["--quick"]),
-        ]
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    def saliency_benchmark(options: list[str]) -> None:
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / "saliency.py"), "--device", device.type]
+            + ["--quick", *options],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=REPO,
+        )
         for line in proc.stdout.strip().splitlines():
             report.say("  | " + line)
         if proc.returncode != 0:
@@ -242,8 +252,23 @@ def main(argv: list[str] | None = None) -> int:
                 f"benchmarks/saliency.py exited {proc.returncode}: {proc.stderr[-2000:]}"
             )
 
+    cpu_options = ["--threads", "2"] if args.cpu else []
+    gradient_cams = ["--methods", GRADIENT_CAMS, *cpu_options]
+    # the added methods: on the CPU (a dry run) two of them on one model, to stay short
+    added = (
+        ["--models", "resnet18", "--methods", "hirescam,input_x_gradient", "--max-seconds", "30"]
+        if args.cpu
+        else ["--models", "resnet18,vit", "--methods", ADDED_METHODS, "--max-seconds", "60"]
+    )
     if not args.skip_benchmark:
-        report.step("gradient CAMs timing (benchmarks/saliency.py)", benchmark)
+        report.step(
+            "gradient CAMs timing (benchmarks/saliency.py)",
+            lambda: saliency_benchmark(gradient_cams + (["--models", "small"] if args.cpu else [])),
+        )
+        report.step(
+            "added methods beside their peers (benchmarks/saliency.py)",
+            lambda: saliency_benchmark(added + cpu_options),
+        )
     tmp.cleanup()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report.say(f"peak RSS of this process: {peak:.0f} MB")
