@@ -252,22 +252,22 @@ def main(argv: list[str] | None = None) -> int:
                 f"benchmarks/saliency.py exited {proc.returncode}: {proc.stderr[-2000:]}"
             )
 
-    cpu_options = ["--threads", "2"] if args.cpu else []
-    gradient_cams = ["--methods", GRADIENT_CAMS, *cpu_options]
-    # the added methods: on the CPU (a dry run) two of them on one model, to stay short
-    added = (
-        ["--models", "resnet18", "--methods", "hirescam,input_x_gradient", "--max-seconds", "30"]
-        if args.cpu
-        else ["--models", "resnet18,vit", "--methods", ADDED_METHODS, "--max-seconds", "60"]
-    )
+    if args.cpu:  # a dry run: the small model, and two of the added methods on one model
+        cpu = ["--threads", "2"]
+        gradient_cams = ["--methods", GRADIENT_CAMS, "--models", "small", *cpu]
+        added = ["--models", "resnet18", "--methods", "hirescam,input_x_gradient", *cpu]
+        added += ["--max-seconds", "30"]
+    else:
+        gradient_cams = ["--methods", GRADIENT_CAMS]
+        added = ["--models", "resnet18,vit", "--methods", ADDED_METHODS, "--max-seconds", "60"]
     if not args.skip_benchmark:
         report.step(
             "gradient CAMs timing (benchmarks/saliency.py)",
-            lambda: saliency_benchmark(gradient_cams + (["--models", "small"] if args.cpu else [])),
+            lambda: saliency_benchmark(gradient_cams),
         )
         report.step(
             "added methods beside their peers (benchmarks/saliency.py)",
-            lambda: saliency_benchmark(added + cpu_options),
+            lambda: saliency_benchmark(added),
         )
     tmp.cleanup()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

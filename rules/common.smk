@@ -279,14 +279,16 @@ _SECTIONS = [
     ("Metrics", ["metric_bars", "curves", "distributions"]),
     ("Tables", ["summary_heatmap", "rank_heatmap"]),
     ("Sanity check", ["randomization", "data_randomization"]),
-    ("ROAR and KAR", ["roar"]),  # drawn by rules/roar.smk's roar_aggregate
+    ("ROAR and KAR", ["roar"]),
 ]
+# the figures this experiment draws: rules/plots.smk's, and roar_aggregate's (roar.smk)
+_DRAWN = (
+    set(EXPERIMENT_FIGURES) | set(MODEL_FIGURES) | ({"roar"} if EXP.roar else set())
+)
 _PRESENT = [
     (title, figures)
     for title, figures in _SECTIONS
-    if title == "Tables"
-    or (title == "ROAR and KAR" and EXP.roar is not None)
-    or set(figures) & (set(EXPERIMENT_FIGURES) | set(MODEL_FIGURES))
+    if title == "Tables" or set(figures) & _DRAWN
 ]
 REPORT_SECTIONS = {title: f"{i}. {title}" for i, (title, _) in enumerate(_PRESENT, 1)}
 FIGURE_SECTIONS = {
