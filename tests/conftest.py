@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,16 @@ from cambench.models import build_model
 REPO = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(1)
+
+#: pytest-xdist workers for ``-n auto`` (pyproject's addopts): one per CPU, at most this
+#: many — the workflow tests run Snakemake with 2 cores each.
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: the CPUs this process may use, capped at :data:`MAX_WORKERS`."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+
 
 # The randomization cascade of cambench's SmallResNet: its blocks from the output down.
 SMALL_RESNET_CASCADE = ("fc", "layer4", "layer3", "layer2", "layer1", "stem")
@@ -64,8 +76,6 @@ WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "workflow", "profiles", "
 
 def copy_workflow(dest: Path) -> Path:
     """A copy of the workflow (no results) for tests that run Snakemake."""
-    import shutil
-
     dest.mkdir(parents=True, exist_ok=True)
     for name in WORKFLOW_FILES:
         src = REPO / name
@@ -96,10 +106,24 @@ def snakemake(workdir: Path, *args: str, check: bool = True):
 @pytest.fixture(scope="session")
 def tiny_run_template(tmp_path_factory) -> Path:
     """The tiny experiment (tests/config.tiny.yaml, as ``tiny.yaml``) run once per test
-    session. Tests never change it: they take a :func:`copy_of_run` of it, on which
-    Snakemake finds every job done and reruns only what their own config changes."""
-    workdir = copy_workflow(tmp_path_factory.mktemp("tiny-run-template"))
-    snakemake(workdir, "--cores", "2", "--configfile", "tiny.yaml")
+    session — once for all pytest-xdist workers, the first to ask runs it while the
+    others wait on a file lock. Tests never change it: they take a :func:`copy_of_run`
+    of it, on which Snakemake finds every job done and reruns only what their own
+    config changes."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # no xdist (pytest -n 0): this process alone
+        workdir = copy_workflow(tmp_path_factory.mktemp("tiny-run-template"))
+        snakemake(workdir, "--cores", "2", "--configfile", "tiny.yaml")
+        return workdir
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # the session's, above every worker's
+    workdir, done = shared / "tiny-run-template", shared / "tiny-run-template.done"
+    with FileLock(str(shared / "tiny-run-template.lock")):
+        if not done.exists():
+            shutil.rmtree(workdir, ignore_errors=True)  # a failed try of another worker
+            copy_workflow(workdir)
+            snakemake(workdir, "--cores", "2", "--configfile", "tiny.yaml")
+            done.touch()
     return workdir
 
 
@@ -107,8 +131,6 @@ def copy_of_run(template: Path, dest: Path) -> Path:
     """A copy of a finished workflow directory: its results, logs and Snakemake's
     metadata (``.snakemake/``), with every file's modification time kept, so nothing in
     it is stale."""
-    import shutil
-
     shutil.copytree(template, dest, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
 
