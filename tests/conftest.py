@@ -25,23 +25,6 @@ def pytest_xdist_auto_num_workers(config) -> int:
     return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """The longest test files first — the SLURM tests, then every file with an
-    end-to-end (``slow``) test — so that pytest-xdist, which hands out whole files in
-    this order, does not start one of them last while the other workers are idle.
-    Within a file, and among the others, the order stays as collected."""
-
-    def own_rank(item) -> int:
-        return (
-            0 if item.get_closest_marker("slurm") else 1 if item.get_closest_marker("slow") else 2
-        )
-
-    file_rank: dict[Path, int] = {}
-    for item in items:
-        file_rank[item.path] = min(file_rank.get(item.path, 2), own_rank(item))
-    items.sort(key=lambda item: file_rank[item.path])  # stable: the files' own order kept
-
-
 # The randomization cascade of cambench's SmallResNet: its blocks from the output down.
 SMALL_RESNET_CASCADE = ("fc", "layer4", "layer3", "layer2", "layer1", "stem")
 
