@@ -137,7 +137,7 @@ def test_a_layer_below_two_by_two_is_refused_before_any_map(tmp_path):
 
 @pytest.mark.parametrize("arch", ["torchvision:resnet18", "timm:resnet18"])
 def test_the_readme_example_s_resnet18_at_32_px_is_refused_at_config_time(arch):
-    """The issue's case: layer4 of a ResNet-18 is 1×1 on 32-pixel images (constant
+    """The reported case: layer4 of a ResNet-18 is 1×1 on 32-pixel images (constant
     maps); checked on the meta device, no weights read."""
     if arch.startswith("timm"):
         pytest.importorskip("timm")
@@ -163,7 +163,7 @@ def test_a_ca_stream_model_s_layer_is_checked_at_config_time_too():
 
 
 def test_the_example_s_random_plugin_vit_gives_all_zero_maps_and_they_are_flagged():
-    """The issue's examples/my_arch.py ``tiny_vit``, randomly initialised: torchvision
+    """examples/my_arch.py's ``tiny_vit``, randomly initialised: torchvision
     initialises a ViT's head to zero, so every gradient is zero — pytorch-grad-cam's
     Grad-CAM is all zero too — and every map is flagged, not scored."""
     pgc = pytest.importorskip("pytorch_grad_cam")

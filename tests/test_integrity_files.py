@@ -89,7 +89,7 @@ FUZZ = textwrap.dedent(
 @pytest.mark.parametrize("kind", ["saliency", "split"])
 def test_fuzz_every_offset_gives_an_error_naming_the_file_never_a_crash_or_a_hang(tmp_path, kind):
     """Every byte of the first 4 kB (superblock, object headers, B-trees, chunk index,
-    attributes: where the issue's crashing offsets were) and every 16th byte after,
+    attributes: where the crashing offsets once found were) and every 16th byte after,
     flipped one at a time; the reads run in a subprocess with a timeout, so a segfault
     or a hang fails the test instead of killing pytest."""
     path = tmp_path / "file.h5"

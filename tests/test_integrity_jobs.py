@@ -164,7 +164,7 @@ def edited(model, images, targets, layer):
 def test_a_plugin_method_edited_between_the_kill_and_the_rerun_is_not_resumed(
     setup, registry, capsys, monkeypatch
 ):
-    """The issue's reproduction: 6 of 16 maps came from the plug-in's old code."""
+    """The reported mix-up: 6 of 16 maps came from the plug-in's old code."""
     from cambench import plugins
     from cambench.data.store import read_split
     from cambench.saliency import METHODS

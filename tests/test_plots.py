@@ -528,7 +528,7 @@ def test_figure_inputs_name_the_file_at_fault(tmp_path):
         read_tables([], "rows")
 
 
-# --- figures that mislead (issue 22 item 9) ---------------------------------------------
+# --- figures that mislead ----------------------------------------------------------------
 
 
 def _boxes_overlap(boxes) -> bool:
