@@ -22,7 +22,7 @@ MAX_WORKERS = 4
 
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto``: the CPUs this process may use, capped at :data:`MAX_WORKERS`."""
-    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+    return min(len(os.sched_getaffinity(0)), MAX_WORKERS)
 
 
 # The randomization cascade of cambench's SmallResNet: its blocks from the output down.
@@ -110,13 +110,11 @@ def tiny_run_template(tmp_path_factory) -> Path:
     others wait on a file lock. Tests never change it: they take a :func:`copy_of_run`
     of it, on which Snakemake finds every job done and reruns only what their own
     config changes."""
-    if "PYTEST_XDIST_WORKER" not in os.environ:  # no xdist (pytest -n 0): this process alone
-        workdir = copy_workflow(tmp_path_factory.mktemp("tiny-run-template"))
-        snakemake(workdir, "--cores", "2", "--configfile", "tiny.yaml")
-        return workdir
     from filelock import FileLock
 
-    shared = tmp_path_factory.getbasetemp().parent  # the session's, above every worker's
+    # under xdist the session's directory, above every worker's; else this session's
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if "PYTEST_XDIST_WORKER" in os.environ else base
     workdir, done = shared / "tiny-run-template", shared / "tiny-run-template.done"
     with FileLock(str(shared / "tiny-run-template.lock")):
         if not done.exists():
