@@ -12,8 +12,9 @@ initialised, eval mode. cambench's metrics get the inference copy the metrics jo
 uses (:func:`cambench.models.inference.inference_copy`); Quantus gets the model
 itself, as its users pass it. Both sides use the same settings:
 
-- ROAD: percentages 10..90, MoRF. cambench computes MoRF *and* LeRF (2 x 9 imputed
-  images per image), Quantus MoRF only (9); Quantus's ROAD indexes pixels by C·H·W
+- ROAD: percentages 10..90, MoRF. cambench's ``road`` computes MoRF *and* LeRF (2 x 9
+  imputed images per image), ``road_morf`` MoRF only (9, as ``metrics.include:
+  [road_morf]``), Quantus MoRF only (9); Quantus's ROAD indexes pixels by C·H·W
   positions of the broadcast map and fails on 3 channels, so it runs on one channel
   (a 1x1 conv stem in front of the model: less imputation work than cambench's 3);
 - faithfulness correlation: 100 subsets of 224 pixels (Quantus: of 224 channel values);
@@ -110,14 +111,26 @@ def build_rows(model, images, maps, targets) -> list[Row]:
     features_in_step = s * s // 16  # Quantus: 3·H·W / features_in_step = 48 groups
     pixels_per_step = -(-s * s // 48)
     steps = -(-s * s // pixels_per_step)
+
+    def quantus_road():
+        return quantus.ROAD(percentages=PERCENTAGES, disable_warnings=True)(
+            a_batch=an, **common_1ch
+        )
+
     return [
         Row(
             "road",
             lambda: road(fast, images, targets, maps, index),
-            lambda: quantus.ROAD(percentages=PERCENTAGES, disable_warnings=True)(
-                a_batch=an, **common_1ch
-            ),
+            quantus_road,
             2 * len(PERCENTAGES),
+            len(PERCENTAGES),
+            1,
+        ),
+        Row(  # the curve Quantus computes: MoRF only (metrics.include: [road_morf])
+            "road_morf",
+            lambda: road(fast, images, targets, maps, index, orders=("morf",)),
+            quantus_road,
+            len(PERCENTAGES),
             len(PERCENTAGES),
             1,
         ),

@@ -304,6 +304,27 @@ def test_road_equals_quantus(monkeypatch):
     _close(ours.morf_curve.mean(0).numpy(), [theirs[p] for p in percentages])
 
 
+def test_road_computes_only_the_orders_asked_for():
+    images, maps, targets = _data(3, 3, 10)
+    model = _model(3)
+    seen = []
+    model.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    index = torch.tensor([2, 0, 5])
+    both = road(model, images, targets, maps, index, percentages=[30, 70])
+    n_both = sum(seen)
+    seen.clear()
+    morf = road(model, images, targets, maps, index, percentages=[30, 70], orders=["morf"])
+    assert sum(seen) * 2 == n_both == 3 * 2 * 2  # images x percentages x orders
+    torch.testing.assert_close(morf.morf_curve, both.morf_curve, rtol=0, atol=0)
+    assert morf.lerf_curve is None
+    with pytest.raises(ValueError, match="LERF curve was not computed"):
+        _ = morf.gap
+    lerf = road(model, images, targets, maps, index, percentages=[30, 70], orders=["lerf"])
+    torch.testing.assert_close(lerf.lerf_curve, both.lerf_curve, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="orders must be"):
+        road(model, images, targets, maps, index, orders=["most"])
+
+
 def test_road_imputation_is_the_neighbours_mean():
     # an affine image is harmonic: the imputation restores it exactly (noise 0)
     yy, xx = torch.meshgrid(torch.arange(9.0), torch.arange(9.0), indexing="ij")
@@ -473,3 +494,17 @@ def test_metrics_job_writes_the_chosen_columns(tmp_path):
     summary = summarize_metrics(chosen, 50, 0.95, 0)
     assert {"road", "road_ci_low", "irof", "complexity_ci_high"} <= set(summary.columns)
     assert "road" not in summarize_metrics(default, 50, 0.95, 0).columns
+    # road_morf alone: the same column, no LeRF computed or written
+    morf_only = resolve_include(["default", "road_morf"])
+    alone = metrics_job.run(
+        out_csv=tmp_path / "m.csv",
+        out_curves=tmp_path / "m.npz",
+        settings={
+            **base,
+            "include": list(morf_only),
+            "metric_params": resolve_params({"road": {"percentages": [20, 60]}}, morf_only),
+        },
+        **common,
+    )
+    assert not {"road", "road_lerf"} & set(alone.columns)
+    np.testing.assert_array_equal(alone["road_morf"], chosen["road_morf"])

@@ -27,7 +27,7 @@ from cambench.metrics.correlation import faithfulness_correlation, monotonicity_
 from cambench.metrics.irof import irof
 from cambench.metrics.protocols import PROTOCOL_KEYS, resolve_protocol
 from cambench.metrics.quantus_adapter import quantus_scores
-from cambench.metrics.road import road
+from cambench.metrics.road import ORDERS, road
 from cambench.metrics.robustness import relative_input_stability, sensitivity
 from cambench.models import file_sha256, load_checkpoint
 from cambench.models.inference import inference_copy
@@ -104,12 +104,18 @@ def added_metrics(
     index: torch.Tensor,
     params: dict[str, dict[str, Any]],
     batch_size: int,
+    columns: tuple[str, ...] = (),
 ) -> dict[str, torch.Tensor]:
     """Fractions / values of the added metrics' columns for the computations in
-    ``params`` (:data:`cambench.metric_table.PARAMS`, defaults filled)."""
+    ``params`` (:data:`cambench.metric_table.PARAMS`, defaults filled). ROAD computes
+    only the curves the chosen ``columns`` read (all when none is named): ``road_morf``
+    alone costs half of the three."""
     out: dict[str, torch.Tensor] = {}
     if "road" in params:
         p = params["road"]
+        orders = [
+            order for order in ORDERS if not columns or {"road", f"road_{order}"} & set(columns)
+        ]
         r = road(
             model,
             images,
@@ -122,8 +128,14 @@ def added_metrics(
             score=p["score"],
             seed=p["seed"],
             batch_size=batch_size,
+            orders=orders,
         )
-        out.update(road_morf=r.morf, road_lerf=r.lerf, road=r.gap)
+        if r.morf_curve is not None:
+            out["road_morf"] = r.morf
+        if r.lerf_curve is not None:
+            out["road_lerf"] = r.lerf
+        if r.morf_curve is not None and r.lerf_curve is not None:
+            out["road"] = r.gap
     if "faithfulness_correlation" in params:
         out["faithfulness_correlation"] = faithfulness_correlation(
             model,
@@ -291,6 +303,7 @@ def run(
                 idx.to(device),
                 metric_params,
                 int(settings["forward_batch_size"]),
+                columns,
             )
         )
         fractions.update(

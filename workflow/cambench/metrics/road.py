@@ -44,6 +44,7 @@ from cambench.metrics.draws import hash_normal, model_output
 
 __all__ = [
     "DEFAULT_PERCENTAGES",
+    "ORDERS",
     "Road",
     "noisy_linear_imputation",
     "road",
@@ -54,25 +55,36 @@ __all__ = [
 DEFAULT_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
 
+#: The two removal orders: most relevant first, least relevant first.
+ORDERS = ("morf", "lerf")
+
+
 @dataclass
 class Road:
-    """Per-image ROAD curves (B, P) over ``percentages`` (P,) and their means (B,)."""
+    """Per-image ROAD curves (B, P) over ``percentages`` (P,) and their means (B,);
+    a curve that was not asked for (``orders`` of :func:`road`) is None."""
 
     percentages: torch.Tensor
-    morf_curve: torch.Tensor
-    lerf_curve: torch.Tensor
+    morf_curve: torch.Tensor | None
+    lerf_curve: torch.Tensor | None
 
     @property
     def morf(self) -> torch.Tensor:
-        return self.morf_curve.mean(dim=1)
+        return _computed(self.morf_curve, "morf").mean(dim=1)
 
     @property
     def lerf(self) -> torch.Tensor:
-        return self.lerf_curve.mean(dim=1)
+        return _computed(self.lerf_curve, "lerf").mean(dim=1)
 
     @property
     def gap(self) -> torch.Tensor:
         return self.lerf - self.morf
+
+
+def _computed(curve: torch.Tensor | None, order: str) -> torch.Tensor:
+    if curve is None:
+        raise ValueError(f"the ROAD {order.upper()} curve was not computed (road(orders=...))")
+    return curve
 
 
 def _coefficients(
@@ -253,11 +265,15 @@ def road(
     score: str = "accuracy",
     seed: int = 0,
     batch_size: int = 512,
+    orders: Sequence[str] = ORDERS,
 ) -> Road:
     """ROAD MoRF and LeRF curves of each image (see the module docstring).
 
     ``images`` (B, C, H, W), ``targets`` (B,), ``maps`` (B, H, W), ``index`` (B,): the
     images' positions in their split (the seed of their tie order and noise).
+    ``orders``: the curves to compute, ``"morf"`` and / or ``"lerf"``; each costs
+    ``len(percentages)`` imputations and forwards per image, and the one left out is
+    None (a curve's values do not depend on whether the other is computed).
 
     Example::
         >>> import torch
@@ -276,11 +292,15 @@ def road(
         )
     if not percentages or any(not 0 < float(p) < 100 for p in percentages):
         raise ValueError(f"percentages must lie in (0, 100), got {list(percentages)}")
+    if not orders or any(o not in ORDERS for o in orders):
+        raise ValueError(f"orders must be a non-empty subset of {ORDERS}, got {list(orders)}")
     b, c, h, w = images.shape
-    curves = []
+    curves: dict[str, torch.Tensor] = {}
     n_p = len(percentages)
     order = salience_order(maps, index, seed)
-    for most in (True, False):
+    for name, most in (("morf", True), ("lerf", False)):
+        if name not in orders:
+            continue
         # every percentage's removed pixels and noise, image-major (B·P systems)
         missing = torch.stack([_removed(order, p, most) for p in percentages], dim=1).reshape(
             b * n_p, h, w
@@ -292,5 +312,7 @@ def road(
         repeated = images.repeat_interleave(n_p, dim=0)
         imputed = noisy_linear_imputation(repeated, missing, float(noise) * z, weights)
         values = model_output(model, imputed, targets.repeat_interleave(n_p), score, batch_size)
-        curves.append(values.reshape(b, n_p))
-    return Road(torch.tensor([float(p) for p in percentages]), curves[0], curves[1])
+        curves[name] = values.reshape(b, n_p)
+    return Road(
+        torch.tensor([float(p) for p in percentages]), curves.get("morf"), curves.get("lerf")
+    )
