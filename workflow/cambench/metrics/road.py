@@ -26,7 +26,7 @@ the noise of pixel :math:`q`, channel :math:`c` is :func:`cambench.metrics.draws
 of the image's split position, stream ``2 * k + (0 MoRF, 1 LeRF)`` for the ``k``-th
 percentage, element ``c·H·W + q``: independent of the batch.
 
-The linear system is solved exactly, not iteratively: block Cholesky over the image
+The linear system is solved exactly, not iteratively: block elimination over the image
 rows (the matrix is block tridiagonal in row-major order), H steps of W × W dense
 factorizations batched over every image and percentage on the images' device, the
 channels as right-hand sides; float64.
@@ -115,53 +115,62 @@ def _coefficients(
     return diag, left, up, up_left, up_right
 
 
+def _shifted_rows(
+    centre: torch.Tensor, left: torch.Tensor, right: torch.Tensor, m: torch.Tensor
+) -> torch.Tensor:
+    """``T m`` for the (N, W, W) tridiagonal ``T`` given by its rows' coefficients
+    (N, W) on its diagonal, left of it and right of it, ``m`` (N, W, K): row c is
+    ``centre[c] m[c] + left[c] m[c - 1] + right[c] m[c + 1]`` (O(W·K), not a product)."""
+    out = centre[..., None] * m
+    out[:, 1:] += left[:, 1:, None] * m[:, :-1]
+    out[:, :-1] += right[:, :-1, None] * m[:, 1:]
+    return out
+
+
 def _block_solve(coefficients: tuple[torch.Tensor, ...], rhs: torch.Tensor) -> torch.Tensor:
     """Solve ``A x = rhs`` for the symmetric positive definite (N, H·W, H·W) systems of
-    :func:`_coefficients`, ``rhs`` (N, H, W, C), by block Cholesky over image rows.
+    :func:`_coefficients`, ``rhs`` (N, H, W, C), by block elimination over image rows.
 
     In row-major order ``A`` is block tridiagonal: diagonal blocks ``D_r`` (the row's
-    own W × W tridiagonal couplings) and sub-diagonal blocks ``E_r`` (row r to row
-    r - 1). With ``S_0 = D_0 = L_0 L_0^T``, ``g_0 = b_0`` and
-    ``[Z_r | h_{r-1}] = L_{r-1}^{-1} [E_r^T | g_{r-1}]``:
-    ``[S_r | g_r] = [D_r | b_r] - Z_r^T [Z_r | h_{r-1}]``, ``S_r = L_r L_r^T``;
-    back: ``x_r = L_r^{-T}(h_r - Z_{r+1} x_{r+1})``. H steps of batched W × W dense
-    factorizations (every image and percentage at once, the channels as right-hand
-    sides) instead of H·W scalar steps; float64, exact up to rounding."""
+    own W × W tridiagonal couplings) and tridiagonal sub-diagonal blocks ``E_r`` (row r
+    to row r - 1: ``E_r[c, c'] = A[(r, c), (r - 1, c')]``). Forward, with
+    ``P_r = S_r^{-1}`` (Cholesky, then its inverse):
+    ``S_0 = D_0, g_0 = b_0``; ``S_r = D_r - E_r P_{r-1} E_r^T``,
+    ``g_r = b_r - E_r P_{r-1} g_{r-1}``; back: ``x_{H-1} = P_{H-1} g_{H-1}``,
+    ``x_r = P_r (g_r - E_{r+1}^T x_{r+1})``. ``E_r`` multiplies as shifted rows
+    (:func:`_shifted_rows`), so a row costs one W × W factorization and inversion,
+    batched over every image and percentage, the channels as right-hand sides; float64,
+    exact up to rounding. Fewer operations per row than factoring ``S_r`` and solving
+    with its triangle for ``E_r^T``: 1.0-1.1x faster at 32-128 px, 1.4x at 224 px (353
+    against 502 ms per 3-channel system, one thread; ``benchmarks/road_imputation.py``)."""
     diag, left, up, up_left, up_right = (t.transpose(0, 1) for t in coefficients)  # (H, N, W)
     h, n_sys, w = diag.shape
-    c = rhs.shape[3]
-    # per row r (leading, so that each step reads contiguous batches): [D_r | b_r] and
-    # [E_r^T | g_{r-1}] (g filled as it is computed), E_r^T[c', c] = A[(r, c), (r - 1, c')]
-    system = diag.new_zeros(h, n_sys, w, w + c)
-    blocks = system[..., :w]
-    blocks.diagonal(dim1=2, dim2=3).copy_(diag)
-    blocks.diagonal(offset=-1, dim1=2, dim2=3).copy_(left[..., 1:])
-    blocks.diagonal(offset=1, dim1=2, dim2=3).copy_(left[..., 1:])
-    system[..., w:] = rhs.transpose(0, 1)
-    coupled = diag.new_zeros(h, n_sys, w, w + c)
-    blocks = coupled[..., :w]
-    blocks.diagonal(dim1=2, dim2=3).copy_(up)
-    blocks.diagonal(offset=-1, dim1=2, dim2=3).copy_(up_right[..., :-1])
-    blocks.diagonal(offset=1, dim1=2, dim2=3).copy_(up_left[..., 1:])
-    factors = []
-    current = system[0]
-    for r in range(h - 1):
-        factor = torch.linalg.cholesky_ex(current[..., :w])[0]  # reads the lower triangle
-        factors.append(factor)
-        coupled[r + 1, ..., w:] = current[..., w:]
-        # coupled[r + 1] becomes [Z_{r+1} | h_r]
-        coupled[r + 1] = torch.linalg.solve_triangular(factor, coupled[r + 1], upper=False)
-        z = coupled[r + 1, ..., :w]
-        current = torch.baddbmm(system[r + 1], z.transpose(1, 2), coupled[r + 1], alpha=-1)
-    factor = torch.linalg.cholesky_ex(current[..., :w])[0]
-    factors.append(factor)
-    x = torch.empty(h, n_sys, w, c, dtype=diag.dtype, device=diag.device)
-    x[h - 1] = torch.cholesky_solve(current[..., w:], factor)
+    b = rhs.transpose(0, 1)  # (H, N, W, C)
+    inverses = diag.new_empty(h, n_sys, w, w)
+    g = torch.empty_like(b)
+    g[0] = b[0]
+    schur = diag.new_zeros(n_sys, w, w)
+    for r in range(h):
+        schur.zero_()
+        schur.diagonal(dim1=1, dim2=2).copy_(diag[r])
+        schur.diagonal(offset=-1, dim1=1, dim2=2).copy_(left[r, :, 1:])  # the lower triangle
+        if r > 0:
+            e_p = _shifted_rows(up[r], up_left[r], up_right[r], inverses[r - 1])
+            schur -= _shifted_rows(up[r], up_left[r], up_right[r], e_p.transpose(1, 2))
+            g[r] = torch.baddbmm(b[r], e_p, g[r - 1], alpha=-1)
+        factor = torch.linalg.cholesky_ex(schur)[0]  # reads the lower triangle
+        inverses[r] = torch.cholesky_inverse(factor)
+    x = torch.empty_like(b)
+    x[h - 1] = torch.bmm(inverses[h - 1], g[h - 1])
     for r in range(h - 2, -1, -1):
-        z, h_r = coupled[r + 1, ..., :w], coupled[r + 1, ..., w:]
-        x[r] = torch.linalg.solve_triangular(
-            factors[r].transpose(1, 2), torch.baddbmm(h_r, z, x[r + 1], alpha=-1), upper=True
+        # E_{r+1}^T x_{r+1}: the transposed tridiagonal's rows are the columns of E
+        e_t = _shifted_rows(
+            up[r + 1],
+            torch.nn.functional.pad(up_right[r + 1, :, :-1], (1, 0)),
+            torch.nn.functional.pad(up_left[r + 1, :, 1:], (0, 1)),
+            x[r + 1],
         )
+        x[r] = torch.bmm(inverses[r], g[r] - e_t)
     return x.transpose(0, 1)
 
 
@@ -219,8 +228,8 @@ def noisy_linear_imputation(
     direct, diagonal = (float(v) for v in weights)
     coefficients = _coefficients(missing, direct, diagonal)
     rhs = _right_hand_side(images, missing, direct, diagonal)
-    # chunks of systems: the blocks, factors and couplings take 3 · H · W · (W + C) float64
-    chunk = max(1, int(64 * 2**20 // (3 * h * w * (w + c) * 8)))
+    # chunks of systems: the inverses and right-hand sides take H · W · (W + 2 C) float64
+    chunk = max(1, int(64 * 2**20 // (h * w * (w + 2 * c) * 8)))
     parts = [
         _block_solve(
             tuple(t[start : start + chunk] for t in coefficients), rhs[start : start + chunk]
