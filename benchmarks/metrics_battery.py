@@ -54,6 +54,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from default_model import default_model  # noqa: E402
+from report import finish_report  # noqa: E402
 
 import cambench  # noqa: E402
 from cambench.metrics import draws  # noqa: E402
@@ -300,13 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             args.repeats,
             only,
         )
-    lines.append(f"load average at end {os.getloadavg()[0]:.1f}")
-    report = "\n".join(lines)
-    print(report)
-    if args.output:
-        with open(args.output, "a") as f:
-            f.write(report + "\n")
-    return 0
+    return finish_report(lines, args.output)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ import torch
 
 from cambench.metrics import road
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import finish_report  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ((32, 128), (64, 32), (128, 8), (224, 2))  # (pixels, systems)
 
@@ -92,13 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{size:>6}  {n:>7}  {t_before:>16.2f}  {t_now:>13.2f}  {t_before / t_now:>7.2f}x"
             f"  {str(torch.equal(out, reference)):>11}  {(out - reference).abs().max():.1e}"
         )
-    lines.append(f"load average at end {os.getloadavg()[0]:.1f}")
-    report = "\n".join(lines)
-    print(report)
-    if args.output:
-        with open(args.output, "a") as f:
-            f.write(report + "\n")
-    return 0
+    return finish_report(lines, args.output)
 
 
 if __name__ == "__main__":
